@@ -1,0 +1,59 @@
+# graphode: two commands do everything on a fresh machine.
+#   make test   set up .venv (torch CPU wheel, triton, graphode + _C) and run the tests
+#   make run    the main job: train GRAND-l on the Cora copy shipped in the package
+# Every target is idempotent and fast when nothing changed (stamp files in .venv/).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+TORCH_VERSION ?= 2.13.0
+PYTEST_ARGS ?=
+CSRC := $(shell find csrc -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) 2>/dev/null)
+
+.PHONY: all install test test-all run bench bench-quick cmake-test clean distclean
+
+all: install
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch is pinned to the CPU wheel that lies on disk here; an unpinned torch
+# would pull a multi-GB CUDA build.
+$(VENV)/.deps: pyproject.toml | $(PY)
+	$(PIP) install -q "setuptools>=64" wheel
+	$(PIP) install -q torch==$(TORCH_VERSION)
+	$(PIP) install -q "triton>=3.0" "numpy>=1.22" "scipy>=1.9" "tqdm>=4.60" "pyyaml>=6.0" \
+	    "pytest>=7" "pytest-benchmark>=4" torchdiffeq==0.2.5 "matplotlib>=3.5" ninja "torch-geometric>=2.4"
+	touch $@
+
+# Editable install; builds graphode._C against the torch in the venv.
+$(VENV)/.built: $(VENV)/.deps setup.py $(CSRC)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+install: $(VENV)/.built
+
+test: install
+	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+
+run: install
+	$(PY) -m graphode run
+
+bench: install
+	$(PY) -m pytest bench --benchmark-only --benchmark-autosave --benchmark-columns=min,median,mean,stddev,rounds $(PYTEST_ARGS)
+
+bench-quick: install
+	$(PY) -m graphode bench --quick
+
+cmake-test:
+	cmake -S . -B build/cmake -DCMAKE_BUILD_TYPE=Release && cmake --build build/cmake -j2 && ctest --test-dir build/cmake --output-on-failure
+
+clean:
+	rm -rf build *.egg-info graphode/_C*.so $(VENV)/.built
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,184 @@
+"""Graph ops: SpMM, edge attention and fused attention diffusion.
+
+Every op takes a :class:`graphode.Graph` (CSR over targets, see its docstring)
+and ``backend=None`` (automatic) or one of ``"reference"``, ``"cpu"``,
+``"triton"``, ``"cuda"``.  Inputs are validated here, once, before any backend
+runs; backends may assume contiguous tensors of one dtype on the graph's device.
+
+All ops are differentiable on every backend (autograd through the reference,
+``torch.library.register_autograd`` for the compiled ones).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import torch
+
+from ..graph import Graph
+from . import reference
+from ._dispatch import (
+    BACKENDS,
+    BackendUnavailableError,
+    available_backends,
+    backend_module,
+    get_backend,
+    resolve_backend,
+    set_backend,
+    use_backend,
+)
+
+__all__ = [
+    "spmm",
+    "edge_attention",
+    "attention_diffusion",
+    "reference",
+    "BACKENDS",
+    "BackendUnavailableError",
+    "available_backends",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "resolve_backend",
+    "set_check_finite",
+]
+
+_FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_check_finite = os.environ.get("GRAPHODE_CHECK_FINITE", "0") == "1"
+
+
+def set_check_finite(enabled: bool) -> None:
+    """Make every op check its inputs for NaN/Inf (one extra pass; off by default,
+    also enabled by ``GRAPHODE_CHECK_FINITE=1``)."""
+    global _check_finite
+    _check_finite = bool(enabled)
+
+
+def _check_graph(graph) -> None:
+    if not isinstance(graph, Graph):
+        raise TypeError(f"expected a graphode.Graph, got {type(graph).__name__}")
+    if graph.num_nodes == 0:
+        raise ValueError("the graph is empty (0 nodes)")
+
+
+def _check_float(name: str, t, ndim: int, shape_doc: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must have shape {shape_doc}, got {list(t.shape)}")
+    if t.dtype not in _FLOAT:
+        raise ValueError(f"{name} must be a floating tensor, got {t.dtype}")
+    if _check_finite and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+def _check_same(graph: Graph, ref_name: str, ref: torch.Tensor, **others) -> None:
+    if ref.device != graph.device:
+        raise ValueError(f"{ref_name} is on {ref.device} but the graph is on {graph.device}; use graph.to(...)")
+    for name, t in others.items():
+        if t.device != ref.device:
+            raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}")
+        if t.dtype != ref.dtype:
+            raise ValueError(f"dtype mismatch: {name} is {t.dtype} but {ref_name} is {ref.dtype}")
+
+
+def _check_nodes(graph: Graph, **tensors) -> None:
+    for name, t in tensors.items():
+        if t.size(0) != graph.num_nodes:
+            raise ValueError(f"{name} has {t.size(0)} rows but the graph has {graph.num_nodes} nodes")
+
+
+def _check_qk(graph: Graph, q, k) -> None:
+    _check_float("q", q, 3, "[N, H, D]")
+    _check_float("k", k, 3, "[N, H, D]")
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape [N, H, D], got {list(q.shape)} and {list(k.shape)}")
+    _check_same(graph, "q", q, k=k)
+    _check_nodes(graph, q=q)
+
+
+def _scale(scale: Optional[float], d: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    scale = float(scale)
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return scale
+
+
+def spmm(graph: Graph, edge_weight: torch.Tensor, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+    r"""Sparse-dense product over in-edges: ``y[i] = \sum_{j \to i} w_e x[j]``.
+
+    Args:
+        graph: :class:`Graph` with N nodes and E edges.
+        edge_weight: ``[E]`` values in the graph's stored edge order.
+        x: ``[N, F]`` node features.
+        backend: None (automatic) or a name from ``BACKENDS``.
+
+    Returns:
+        ``[N, F]``.  Differentiable in ``edge_weight`` (an SDDMM,
+        ``grad_w[e] = <grad_y[i], x[j]>``) and ``x`` (the transposed SpMM).
+    """
+    _check_graph(graph)
+    _check_float("x", x, 2, "[N, F]")
+    _check_float("edge_weight", edge_weight, 1, "[E]")
+    if edge_weight.numel() != graph.num_edges:
+        raise ValueError(f"edge_weight has {edge_weight.numel()} entries but the graph has {graph.num_edges} edges")
+    _check_same(graph, "x", x, edge_weight=edge_weight)
+    _check_nodes(graph, x=x)
+    name = resolve_backend(backend, x.device)
+    return backend_module(name).spmm(graph, edge_weight.contiguous(), x.contiguous())
+
+
+def edge_attention(
+    graph: Graph, q: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None, backend: Optional[str] = None
+) -> torch.Tensor:
+    r"""Multi-head attention coefficients over each node's in-edges.
+
+    ``a[e, h] = exp(s_e - lse_i) with s_e = scale <q[i, h], k[j, h]>`` for edge
+    e = j -> i, i.e. a softmax over the in-edges of each target i, per head.
+
+    Args:
+        q, k: ``[N, H, D]`` queries (of targets) and keys (of sources).
+        scale: defaults to ``1 / sqrt(D)``.
+
+    Returns:
+        ``[E, H]``; rows of each target sum to 1 per head.
+    """
+    _check_graph(graph)
+    _check_qk(graph, q, k)
+    s = _scale(scale, q.size(-1))
+    name = resolve_backend(backend, q.device)
+    return backend_module(name).edge_attention(graph, q.contiguous(), k.contiguous(), s)
+
+
+def attention_diffusion(
+    graph: Graph,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    x: torch.Tensor,
+    scale: Optional[float] = None,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
+    r"""Fused attention diffusion ``y[i] = (1/H) \sum_h \sum_{j \to i} a_{ijh} x[j]``.
+
+    The attention ``a`` is :func:`edge_attention`'s.  The compiled backends
+    never materialise an ``[E, H]`` or ``[E, F]`` tensor: they stream each
+    row's in-edges with an online softmax and keep only the per-row, per-head
+    log-sum-exp ``[N, H]`` for the backward pass.
+
+    Args:
+        q, k: ``[N, H, D]``; x: ``[N, F]``; scale: defaults to ``1 / sqrt(D)``.
+
+    Returns:
+        ``[N, F]``; a node with no in-edges gets 0.
+    """
+    _check_graph(graph)
+    _check_qk(graph, q, k)
+    _check_float("x", x, 2, "[N, F]")
+    _check_same(graph, "q", q, x=x)
+    _check_nodes(graph, x=x)
+    s = _scale(scale, q.size(-1))
+    name = resolve_backend(backend, x.device)
+    return backend_module(name).attention_diffusion(graph, q.contiguous(), k.contiguous(), x.contiguous(), s)

@@ -1,0 +1,175 @@
+"""Backend selection for graphode's graph ops.
+
+Backends
+--------
+``"reference"``  pure PyTorch (``graphode.ops.reference``); always available.
+``"cpu"``        C++/OpenMP kernels in ``graphode._C`` (CPU tensors).
+``"triton"``     Triton kernels in ``graphode.kernels`` (CUDA tensors; CPU
+                 tensors under ``TRITON_INTERPRET=1``, for tests).
+``"cuda"``       CUDA C++ kernels in ``graphode._C`` (built only where torch has CUDA).
+
+Automatic choice (``backend=None``): "cpu" for CPU tensors when ``_C`` is
+built, "triton" for CUDA tensors when triton is importable (else "cuda"),
+and "reference" otherwise.  The user overrides it per call (``backend=``),
+per block (``with graphode.ops.use_backend("reference"): ...``), globally
+(``set_backend``) or through the environment variable ``GRAPHODE_BACKEND``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import threading
+from typing import Dict, Optional
+
+import torch
+
+BACKENDS = ("reference", "cpu", "triton", "cuda")
+
+__all__ = [
+    "BACKENDS",
+    "BackendUnavailableError",
+    "available_backends",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "resolve_backend",
+]
+
+
+class BackendUnavailableError(RuntimeError):
+    """Raised when a backend the user asked for is not built or not importable."""
+
+
+_state = threading.local()
+_global_override: Optional[str] = None
+
+
+def _check_name(name: Optional[str]) -> Optional[str]:
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS} or None (automatic)")
+    return name
+
+
+def set_backend(name: Optional[str]) -> None:
+    """Force ``name`` for every op call without an explicit ``backend=`` (None: automatic)."""
+    global _global_override
+    _global_override = _check_name(name)
+
+
+def get_backend() -> Optional[str]:
+    """The override in force (block, global or ``GRAPHODE_BACKEND``), or None for automatic."""
+    stack = getattr(_state, "stack", None)
+    if stack:
+        return stack[-1]
+    if _global_override is not None:
+        return _global_override
+    env = os.environ.get("GRAPHODE_BACKEND") or None
+    return _check_name(env)
+
+
+@contextlib.contextmanager
+def use_backend(name: Optional[str]):
+    """Context manager: ops called inside use ``name`` unless they pass ``backend=``."""
+    _check_name(name)
+    stack = getattr(_state, "stack", None)
+    if stack is None:
+        stack = _state.stack = []
+    stack.append(name)
+    try:
+        yield
+    finally:
+        stack.pop()
+
+
+# --------------------------------------------------------------------------- availability
+_modules: Dict[str, object] = {}
+_errors: Dict[str, str] = {}
+
+_BUILD_HINT = (
+    "build it with `pip install -e . --no-build-isolation` (or `make`) from the graphode "
+    "source tree; a C++17 compiler with OpenMP is required"
+)
+
+
+def _load(name: str):
+    """Import the implementation module of backend ``name`` or record why it failed."""
+    if name in _modules:
+        return _modules[name]
+    if name in _errors:
+        return None
+    try:
+        if name == "reference":
+            mod = importlib.import_module("graphode.ops._reference_backend")
+        elif name in ("cpu", "cuda"):
+            mod = importlib.import_module("graphode.ops._native")
+            if name == "cuda" and not mod.has_cuda():
+                raise BackendUnavailableError(
+                    "graphode._C was built without CUDA kernels (the installed torch has no CUDA, "
+                    "or GRAPHODE_WITH_CUDA=0); reinstall on a machine whose torch has CUDA"
+                )
+        elif name == "triton":
+            mod = importlib.import_module("graphode.kernels")
+        else:  # pragma: no cover - guarded by _check_name
+            raise ValueError(name)
+    except BackendUnavailableError as e:
+        _errors[name] = str(e)
+        return None
+    except ImportError as e:
+        if name == "triton":
+            _errors[name] = (
+                f"triton is not importable ({e}); install it with `pip install triton` "
+                "(Linux), or use backend='cpu'/'reference'"
+            )
+        else:
+            _errors[name] = f"the compiled extension graphode._C is missing ({e}); {_BUILD_HINT}"
+        return None
+    _modules[name] = mod
+    return mod
+
+
+def available_backends():
+    """Names of the backends that can run on this installation."""
+    return tuple(b for b in BACKENDS if _load(b) is not None)
+
+
+def backend_module(name: str):
+    mod = _load(name)
+    if mod is None:
+        raise BackendUnavailableError(f"graphode backend {name!r} is not available: {_errors[name]}")
+    return mod
+
+
+def _triton_ok_on(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def resolve_backend(backend: Optional[str], device: torch.device) -> str:
+    """The backend name that an op call with ``backend`` on ``device`` will use."""
+    name = _check_name(backend) if backend is not None else get_backend()
+    if name is None:
+        if device.type == "cpu":
+            name = "cpu" if _load("cpu") is not None else "reference"
+        elif device.type == "cuda":
+            if _load("triton") is not None:
+                name = "triton"
+            elif _load("cuda") is not None:
+                name = "cuda"
+            else:
+                name = "reference"
+        else:
+            name = "reference"
+        return name
+    # An explicitly requested backend must exist and suit the device.
+    backend_module(name)
+    if name == "cpu" and device.type != "cpu":
+        raise BackendUnavailableError(f"backend 'cpu' needs CPU tensors, got tensors on {device}")
+    if name == "cuda" and device.type != "cuda":
+        raise BackendUnavailableError(f"backend 'cuda' needs CUDA tensors, got tensors on {device}")
+    if name == "triton" and not _triton_ok_on(device):
+        raise BackendUnavailableError(
+            f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got {device}"
+        )
+    return name
