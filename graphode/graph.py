@@ -358,9 +358,15 @@ class Graph:
         )
 
     def to_torch_sparse_csr(self, edge_weight: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(
-            self.rowptr, self.col, edge_weight, size=(self.num_nodes, self.num_nodes)
-        )
+        """``torch.sparse_csr_tensor`` of ``A`` (``A @ x`` equals ``ops.spmm``)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
+            return torch.sparse_csr_tensor(
+                self.rowptr, self.col, edge_weight, size=(self.num_nodes, self.num_nodes),
+                check_invariants=False,
+            )
 
 
 def _validate_csr(rowptr: torch.Tensor, col: torch.Tensor, num_nodes: int) -> None:
