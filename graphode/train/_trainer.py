@@ -1,0 +1,508 @@
+"""Full-batch node-classification trainer: :func:`fit` and :func:`run_many`.
+
+One training epoch is one full-batch step: ``model.train()``, ``logits =
+model(x)``, cross-entropy on the training nodes (plus the model's
+regularisation loss, if it has one), ``backward``, the callbacks'
+``on_after_backward``, ``optimizer.step()``; then an evaluation pass
+(``model.eval()``, no grad) that measures train / validation / test accuracy.
+The reported test accuracy is the one at the epoch with the best validation
+accuracy (the first such epoch on ties), as in the GRAND and deep-GCN papers.
+
+Models are ``nn.Module`` s whose ``forward(x)`` takes the ``[N, F]`` node
+features and returns ``[N, C]`` logits (the graph is held by the model).
+Optional model hooks the trainer uses when they exist:
+
+* ``model.regularization_loss()`` -> scalar tensor or None, added to the loss
+  after the forward pass (GRAND's kinetic-energy / Jacobian regularisers);
+* ``model.nfe`` (int, function evaluations of the last forward solve) and
+  ``model.nfe_backward`` (of the last backward), reported per epoch.
+
+Reproducibility: :func:`seed_everything` seeds ``random``, ``numpy`` and
+``torch``; with ``config["deterministic"]`` (default True)
+``torch.use_deterministic_algorithms(True, warn_only=True)`` is in force
+during :func:`fit` (restored afterwards).  ``checkpoint=PATH`` writes, after
+every epoch, the model, optimizer, callbacks' ``state_dict``, the RNG states
+(python, numpy, torch CPU and CUDA), the epoch, best-so-far metrics and the
+history; ``resume=PATH`` continues from it, and the resumed run is
+bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "Trainer",
+    "fit",
+    "run_many",
+    "seed_everything",
+    "make_optimizer",
+    "summarize",
+    "DEFAULT_TRAIN_CONFIG",
+]
+
+#: Trainer keys of a config and their defaults (models read their own keys).
+DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
+    "optimizer": "adam",
+    "lr": 0.01,
+    "weight_decay": 5e-4,
+    "momentum": 0.0,  # sgd / rmsprop
+    "epochs": 100,
+    "patience": None,  # early stopping on validation accuracy (None: off)
+    "deterministic": True,
+    "device": "cpu",
+    "checkpoint_every": 1,
+}
+
+_OPTIMIZERS = ("adam", "adamw", "adamax", "rmsprop", "sgd")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy and torch (CPU and every CUDA device)."""
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def make_optimizer(params, config: Dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimizer named by ``config["optimizer"]`` (adam, adamw, adamax, rmsprop, sgd)
+    with ``lr``, ``weight_decay`` (and ``momentum`` for sgd / rmsprop)."""
+    name = str(config.get("optimizer", "adam")).lower()
+    lr = float(config.get("lr", DEFAULT_TRAIN_CONFIG["lr"]))
+    wd = float(config.get("weight_decay", DEFAULT_TRAIN_CONFIG["weight_decay"]))
+    mom = float(config.get("momentum", 0.0) or 0.0)
+    params = [p for p in params if p.requires_grad]
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "adamax":
+        return torch.optim.Adamax(params, lr=lr, weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd, momentum=mom)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=mom)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(_OPTIMIZERS)}")
+
+
+# --------------------------------------------------------------------------- RNG state
+def _rng_state() -> Dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj: Any, path: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> float:
+    n = int(mask.sum())
+    if n == 0:
+        return float("nan")
+    return float((logits[mask].argmax(-1) == y[mask]).sum()) / n
+
+
+def _model_stat(model, name: str) -> Optional[float]:
+    v = getattr(model, name, None)
+    if v is None:
+        stats = getattr(model, "last_stats", None)
+        if isinstance(stats, dict):
+            v = stats.get(name)
+    if v is None or callable(v):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _single_split(dataset):
+    if getattr(dataset, "train_mask", None) is not None and dataset.train_mask.dim() == 2:
+        return dataset.split(0)
+    return dataset
+
+
+class Trainer:
+    """State of one training run (what callbacks see as ``trainer``).
+
+    Attributes: ``model``, ``dataset`` (single split, ``[N]`` masks),
+    ``optimizer``, ``config`` (dict), ``epoch`` (current, 0-based),
+    ``history`` (list of per-epoch ``logs``), ``best`` (dict: ``epoch``,
+    ``val_acc``, ``test_acc``, ``train_acc``), ``stop_training`` (a callback
+    may set it to end the run after the current epoch), ``callbacks``.
+    """
+
+    def __init__(self, model, dataset, config: Dict[str, Any], callbacks: Sequence = (), seed: int = 0):
+        self.config = {**DEFAULT_TRAIN_CONFIG, **dict(config or {})}
+        self.device = torch.device(self.config.get("device") or "cpu")
+        self.model = model.to(self.device)
+        ds = _single_split(dataset)
+        self.dataset = ds.to(self.device) if getattr(ds, "device", self.device) != self.device else ds
+        self.callbacks = list(callbacks)
+        self.seed = int(seed)
+        self.optimizer = make_optimizer(self.model.parameters(), self.config)
+        self.epoch = -1
+        self.history: List[Dict[str, float]] = []
+        self.best: Dict[str, float] = {"epoch": -1, "val_acc": -math.inf, "test_acc": float("nan"),
+                                       "train_acc": float("nan")}
+        self.stop_training = False
+        self.finished = False
+        self._bad_epochs = 0
+
+    # ------------------------------------------------------------------ callbacks
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self, *args)
+
+    # ------------------------------------------------------------------ one epoch
+    def train_step(self, epoch: int) -> Dict[str, float]:
+        model, ds = self.model, self.dataset
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        logits = model(ds.x)
+        nfe = _model_stat(model, "nfe")
+        loss = F.cross_entropy(logits[ds.train_mask], ds.y[ds.train_mask])
+        reg_fn = getattr(model, "regularization_loss", None)
+        reg = reg_fn() if callable(reg_fn) else None
+        total = loss + reg if reg is not None else loss
+        total.backward()
+        self._call("on_after_backward", epoch)
+        self.optimizer.step()
+        t1 = time.perf_counter()
+        logs = {"loss": float(loss.detach()), "epoch_time_s": t1 - t0}
+        if reg is not None:
+            logs["reg_loss"] = float(reg.detach())
+        if nfe is not None:
+            logs["nfe"] = nfe
+        nfe_b = _model_stat(model, "nfe_backward")
+        if nfe_b is not None:
+            logs["nfe_backward"] = nfe_b
+        return logs
+
+    @torch.no_grad()
+    def evaluate(self) -> Dict[str, float]:
+        """Train / validation / test accuracy of the model in eval mode."""
+        model, ds = self.model, self.dataset
+        model.eval()
+        t0 = time.perf_counter()
+        logits = model(ds.x)
+        out = {
+            "train_acc": _accuracy(logits, ds.y, ds.train_mask),
+            "val_acc": _accuracy(logits, ds.y, ds.val_mask),
+            "test_acc": _accuracy(logits, ds.y, ds.test_mask),
+            "eval_time_s": time.perf_counter() - t0,
+        }
+        vl = ds.val_mask
+        if int(vl.sum()):
+            out["val_loss"] = float(F.cross_entropy(logits[vl], ds.y[vl]))
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "format": "graphode.train/1",
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
+            "rng": _rng_state(),
+            "epoch": self.epoch,
+            "best": dict(self.best),
+            "history": list(self.history),
+            "bad_epochs": self._bad_epochs,
+            "finished": self.finished,
+            "stop_training": self.stop_training,
+            "seed": self.seed,
+            "config": _plain(self.config),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if state.get("format") != "graphode.train/1":
+            raise ValueError("not a graphode training checkpoint")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        cbs = state.get("callbacks") or []
+        if len(cbs) != len(self.callbacks):
+            raise ValueError(
+                f"the checkpoint holds the state of {len(cbs)} callbacks but {len(self.callbacks)} were given"
+            )
+        for cb, s in zip(self.callbacks, cbs):
+            if s is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(s)
+        self.epoch = int(state["epoch"])
+        self.best = dict(state["best"])
+        self.history = list(state["history"])
+        self._bad_epochs = int(state.get("bad_epochs", 0))
+        self.finished = bool(state.get("finished", False))
+        self.stop_training = bool(state.get("stop_training", False))
+        _set_rng_state(state["rng"])
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, epochs: Optional[int] = None, checkpoint: Optional[str] = None,
+            resume: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
+        epochs = int(epochs if epochs is not None else self.config.get("epochs", 100))
+        prev_det = torch.are_deterministic_algorithms_enabled()
+        prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        if self.config.get("deterministic", True):
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            start = 0
+            resuming = resume is not None and os.path.exists(resume)
+            if not resuming:
+                if resume is not None:
+                    print(f"graphode.train: no checkpoint at {resume}; starting from scratch", file=sys.stderr)
+                seed_everything(self.seed)
+            # On resume, callbacks get on_train_begin first (to attach hooks etc.) and
+            # then their saved state, so the checkpoint has the last word.
+            self._call("on_train_begin")
+            if resuming:
+                self.load_state_dict(torch.load(resume, map_location=self.device, weights_only=False))
+                start = self.epoch + 1
+            self._loop(start, epochs, checkpoint, progress)
+            self.finished = True
+            self._call("on_train_end")
+            if checkpoint is not None:
+                _atomic_save(self.state_dict(), checkpoint)
+        finally:
+            torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+        return self.result(epochs)
+
+    def _loop(self, start: int, epochs: int, checkpoint: Optional[str], progress: bool) -> None:
+        bar = None
+        if progress and start < epochs:
+            try:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=epochs, initial=start, desc=f"seed {self.seed}", leave=False,
+                           dynamic_ncols=True, file=sys.stderr)
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                bar = None
+        patience = self.config.get("patience")
+        every = max(1, int(self.config.get("checkpoint_every", 1) or 1))
+        try:
+            for epoch in range(start, epochs):
+                if self.stop_training:
+                    break
+                self.epoch = epoch
+                logs = self.train_step(epoch)
+                logs.update(self.evaluate())
+                logs["epoch"] = epoch
+                if logs["val_acc"] > self.best["val_acc"]:
+                    self.best = {"epoch": epoch, "val_acc": logs["val_acc"], "test_acc": logs["test_acc"],
+                                 "train_acc": logs["train_acc"]}
+                    self._bad_epochs = 0
+                else:
+                    self._bad_epochs += 1
+                self._call("on_epoch_end", epoch, logs)
+                self.history.append(logs)
+                if patience is not None and self._bad_epochs >= int(patience):
+                    self.stop_training = True
+                if checkpoint is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
+                    _atomic_save(self.state_dict(), checkpoint)
+                if bar is not None:
+                    post = {"loss": f"{logs['loss']:.3f}", "val": f"{logs['val_acc']:.3f}",
+                            "best_test": f"{self.best['test_acc']:.3f}"}
+                    if "nfe" in logs:
+                        post["nfe"] = int(logs["nfe"])
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def result(self, epochs: Optional[int] = None) -> Dict[str, Any]:
+        """Summary of the run: ``seed``, ``test_acc`` / ``val_acc`` / ``train_acc`` at the best
+        validation epoch, ``best_epoch``, ``epochs`` run, mean ``epoch_time_s`` (training
+        step), mean ``nfe`` (forward) and ``nfe_backward`` per epoch (None when the model
+        does not report them), final-epoch accuracies and the per-epoch ``history``."""
+        h = self.history
+
+        def mean(key):
+            vals = [r[key] for r in h if key in r]
+            return float(np.mean(vals)) if vals else None
+
+        last = h[-1] if h else {}
+        return {
+            "seed": self.seed,
+            "test_acc": self.best["test_acc"],
+            "val_acc": self.best["val_acc"] if h else float("nan"),
+            "train_acc": self.best["train_acc"],
+            "best_epoch": self.best["epoch"],
+            "epochs": len(h),
+            "epoch_time_s": mean("epoch_time_s"),
+            "eval_time_s": mean("eval_time_s"),
+            "nfe": mean("nfe"),
+            "nfe_backward": mean("nfe_backward"),
+            "final_val_acc": last.get("val_acc"),
+            "final_test_acc": last.get("test_acc"),
+            "history": h,
+        }
+
+
+def _plain(obj):
+    """A copy of a config with only plain python values (for checkpoints / JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, torch.device):
+        return str(obj)
+    return repr(obj)
+
+
+def fit(
+    model,
+    dataset,
+    config: Optional[Dict[str, Any]] = None,
+    callbacks: Iterable = (),
+    seed: int = 0,
+    epochs: Optional[int] = None,
+    checkpoint: Optional[str] = None,
+    resume: Optional[str] = None,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Train ``model`` full-batch on ``dataset`` for node classification.
+
+    Args:
+        model: ``nn.Module``, ``model(dataset.x)`` -> ``[N, C]`` logits.
+        dataset: a :class:`graphode.datasets.NodeDataset` (``x`` ``[N, F]``, ``y``
+            ``[N]``, masks ``[N]``; for ``[N, S]`` masks split 0 is used).
+        config: ``optimizer`` (adam, adamw, adamax, rmsprop, sgd), ``lr``,
+            ``weight_decay``, ``momentum``, ``epochs``, ``patience``,
+            ``deterministic``, ``device``, ``checkpoint_every`` (see
+            :data:`DEFAULT_TRAIN_CONFIG`); other keys are ignored here.
+        callbacks: objects implementing (part of) the protocol in
+            :mod:`graphode.train._callbacks`.
+        seed: seeds python / numpy / torch before the first epoch (the model's
+            initialisation is the caller's: seed before building it, as
+            :func:`run_many` does).
+        epochs: overrides ``config["epochs"]``.
+        checkpoint: path written after every ``checkpoint_every`` epochs and at the end.
+        resume: path of a checkpoint to continue from (ignored with a message if
+            it does not exist, so ``checkpoint == resume`` restarts cleanly).
+        progress: show a tqdm bar on stderr.
+
+    Returns:
+        The dict of :meth:`Trainer.result`.
+    """
+    trainer = Trainer(model, dataset, config or {}, callbacks=callbacks, seed=seed)
+    return trainer.fit(epochs=epochs, checkpoint=checkpoint, resume=resume, progress=progress)
+
+
+# --------------------------------------------------------------------------- many seeds
+def _load(name: str, split: str, seeds: Sequence[int], root=None):
+    from ..datasets import load_dataset
+
+    if split == "random":
+        return load_dataset(name, root=root, split="random", seed=list(seeds))
+    return load_dataset(name, root=root, split=split)
+
+
+def summarize(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """``mean_test_acc``, ``std_test_acc`` (population std, as numpy's default),
+    ``mean_val_acc``, mean ``epoch_time_s`` and ``nfe`` over runs."""
+    acc = np.array([r["test_acc"] for r in results], dtype=float)
+    val = np.array([r["val_acc"] for r in results], dtype=float)
+
+    def mean(key):
+        v = [r[key] for r in results if r.get(key) is not None]
+        return float(np.mean(v)) if v else None
+
+    return {
+        "mean_test_acc": float(acc.mean()) if acc.size else float("nan"),
+        "std_test_acc": float(acc.std()) if acc.size else float("nan"),
+        "mean_val_acc": float(val.mean()) if val.size else float("nan"),
+        "mean_epoch_time_s": mean("epoch_time_s"),
+        "mean_nfe": mean("nfe"),
+    }
+
+
+def run_many(
+    model_name: str,
+    dataset: Union[str, Any],
+    config: Optional[Dict[str, Any]] = None,
+    runs: int = 10,
+    seed: int = 0,
+    *,
+    split: str = "public",
+    data_root=None,
+    epochs: Optional[int] = None,
+    callbacks_factory=None,
+    checkpoint: Optional[str] = None,
+    resume: Optional[str] = None,
+    progress: bool = True,
+    on_run_end=None,
+) -> Dict[str, Any]:
+    """Train ``runs`` models (seeds ``seed, seed+1, ...``) and aggregate them.
+
+    Run ``i`` seeds everything with ``seed + i`` *before* building the model
+    (so initialisations differ between runs and are reproducible), then calls
+    :func:`fit`.  ``dataset`` is a :class:`NodeDataset` or a name: a name is
+    loaded with ``split``; for ``split="random"`` each run gets its own random
+    split drawn with its seed (GRAND's protocol).  A dataset with ``[N, S]``
+    masks gives run ``i`` the split ``i mod S``.
+
+    ``callbacks_factory(run_index)`` returns the callbacks of a run.
+    ``checkpoint`` / ``resume`` are paths; with several runs, run ``i`` uses
+    ``PATH.run{i}`` (a finished run found on resume is not retrained).
+    ``on_run_end(i, result)`` is called after each run.
+
+    Returns:
+        ``{"runs": [per-run result without history], "mean_test_acc", "std_test_acc",
+        "mean_val_acc", "mean_epoch_time_s", "mean_nfe", "config"}``.
+    """
+    from ..models import build
+
+    config = dict(config or {})
+    seeds = [int(seed) + i for i in range(int(runs))]
+    ds_all = _load(dataset, split, seeds, data_root) if isinstance(dataset, str) else dataset
+    results = []
+    for i, s in enumerate(seeds):
+        ds = ds_all.split(i % ds_all.num_splits) if ds_all.train_mask.dim() == 2 else ds_all
+        seed_everything(s)
+        model = build(model_name, ds, config)
+        cbs = list(callbacks_factory(i)) if callbacks_factory is not None else []
+        ck = None if checkpoint is None else (checkpoint if runs == 1 else f"{checkpoint}.run{i}")
+        rs = None if resume is None else (resume if runs == 1 else f"{resume}.run{i}")
+        r = fit(model, ds, config, callbacks=cbs, seed=s, epochs=epochs, checkpoint=ck, resume=rs,
+                progress=progress)
+        r = {k: v for k, v in r.items() if k != "history"}
+        results.append(r)
+        if on_run_end is not None:
+            on_run_end(i, r)
+    out = {"runs": results, **summarize(results), "config": _plain(config)}
+    return out
