@@ -65,6 +65,7 @@ class ThetaMethodSolver(FixedGridSolver):
         if jvp not in ("forward", "fd"):
             raise ValueError(f"unknown jvp mode {jvp!r} (expected 'forward' or 'fd')")
         self.jvp_mode = jvp
+        self._jvp_checked = False
         self.operator = operator
         self.M = preconditioner
         rt = problem.rtol if isinstance(problem.rtol, float) else float(problem.rtol.max())
@@ -156,11 +157,12 @@ class ThetaMethodSolver(FixedGridSolver):
         return y, f0
 
     def _jvp(self, t_user, y, fy):
-        if self.jvp_mode == "forward":
+        if self.jvp_mode == "forward" and not self._jvp_checked:
             try:
                 jv = self._make_jvp(t_user, y, fy)
                 jv(torch.zeros_like(y))
                 self.stats.njvp -= 1
+                self._jvp_checked = True
                 return jv
             except (RuntimeError, NotImplementedError) as exc:  # e.g. no forward-mode AD rule
                 warnings.warn(f"forward-mode JVP failed ({exc}); falling back to finite differences "
