@@ -108,7 +108,7 @@ def _ea_fwd_kernel(
             kv = tl.load(k + j[:, None, None] * HD + (h[:, None] * D + d[None, :])[None, :, :],
                          mask=em[:, None, None] & qm[None, :, :], other=0.0).to(ACC)
             s = tl.sum(kv * qi[None, :, :], axis=2)
-            a = tl.exp(s - lse[None, :])
+            a = tl.exp(tl.where(em[:, None], s - lse[None, :], float("-inf")))
             tl.store(out + offs[:, None] * H + h[None, :], a.to(out.dtype.element_ty),
                      mask=em[:, None] & hm[None, :])
 
@@ -368,7 +368,7 @@ def _ad_bwd_rows_kernel(
             kv = tl.load(k + j[:, None, None] * HD + (h[:, None] * D + d[None, :])[None, :, :],
                          mask=em[:, None, None] & qm[None, :, :], other=0.0).to(ACC)
             s = tl.sum(kv * qi[None, :, :], axis=2)
-            av = tl.where(em[:, None] & hm[None, :], tl.exp(s - lse_i[None, :]), 0.0)
+            av = tl.exp(tl.where(em[:, None] & hm[None, :], s - lse_i[None, :], float("-inf")))
             t = tl.zeros([BLOCK_E], dtype=ACC)
             for f0 in range(0, F, BLOCK_F):
                 f = f0 + tl.arange(0, BLOCK_F)
@@ -393,7 +393,7 @@ def _ad_bwd_rows_kernel(
             kv = tl.load(k + j[:, None, None] * HD + (h[:, None] * D + d[None, :])[None, :, :],
                          mask=em[:, None, None] & qm[None, :, :], other=0.0).to(ACC)
             s = tl.sum(kv * qi[None, :, :], axis=2)
-            av = tl.where(em[:, None] & hm[None, :], tl.exp(s - lse_i[None, :]), 0.0)
+            av = tl.exp(tl.where(em[:, None] & hm[None, :], s - lse_i[None, :], float("-inf")))
             t = tl.zeros([BLOCK_E], dtype=ACC)
             for f0 in range(0, F, BLOCK_F):
                 f = f0 + tl.arange(0, BLOCK_F)
@@ -459,7 +459,7 @@ def _ad_bwd_cols_kernel(
                      mask=em[:, None, None] & qm[None, :, :], other=0.0).to(ACC)
         s = tl.sum(qv * kj[None, :, :], axis=2)
         lse_i = tl.load(lse + i[:, None] * H + h[None, :], mask=m2, other=0.0).to(ACC)
-        av = tl.where(m2, tl.exp(s - lse_i), 0.0)
+        av = tl.exp(tl.where(m2, s - lse_i, float("-inf")))  # masked lanes: exactly 0, no overflow
         if NEED_QK:
             t = tl.zeros([BLOCK_E], dtype=ACC)
             for f0 in range(0, F, BLOCK_F):
