@@ -30,6 +30,12 @@ def packaged_config_path(model: Optional[str], dataset: str) -> Optional[str]:
     """Path of the packaged config for ``model`` on ``dataset``, or None if there is none."""
     base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
     name = dataset.lower().replace("_", "-")
+    try:  # aliases (cs -> coauthor-cs, arxiv -> ogbn-arxiv, ...)
+        from ..datasets._load import canonical_name
+
+        name = canonical_name(name)
+    except (ImportError, ValueError):
+        pass
     fams = []
     if model:
         m = model.lower()

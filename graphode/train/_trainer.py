@@ -488,6 +488,7 @@ def run_many(
     from ..models import build
 
     config = dict(config or {})
+    config["model"] = model_name  # what runs is what is named
     seeds = [int(seed) + i for i in range(int(runs))]
     ds_all = _load(dataset, split, seeds, data_root) if isinstance(dataset, str) else dataset
     results = []
