@@ -47,7 +47,7 @@ def _cmd_demo(args) -> int:
         res = solve(f, x, torch.tensor([0.0, 3.0]), method=method, options=opts, rtol=1e-5, atol=1e-7)
         dt = time.perf_counter() - t0
         y = res.ys[-1]
-        print(f"  solve {method:7s} T=3: {dt * 1e3:7.1f} ms, nfe={res.stats['nfe']}, "
+        print(f"  solve {method:7s} T=3: {dt * 1e3:7.1f} ms, nfe={res.nfe}, "
               f"max principle ok={bool(y.min() >= x.min() - 1e-5 and y.max() <= x.max() + 1e-5)}")
     return 0
 
