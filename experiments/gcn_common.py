@@ -1,0 +1,160 @@
+"""Shared helpers of the deep-GCN reproduction scripts (``experiments/gcn_*.py``).
+
+Every run goes through :func:`graphode.models.build` and the trainer
+(:class:`graphode.train.Trainer`); results are appended, one JSON line per
+run, to a ``.jsonl`` file so that a long grid can be split over several
+invocations (finished runs are skipped) and summarised at any time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+SHARED_DATA = os.environ.get("GRAPHODE_SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "datasets"))
+
+#: The paper's training settings (Table 1 and the authors' code) for Cora / CiteSeer.
+TRAIN = {"optimizer": "adam", "lr": 0.005, "weight_decay": 5e-4, "hidden": 64, "dropout": 0.6}
+
+
+def common_args(desc: str, epochs: int = 1500, seeds: int = 10) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=desc)
+    p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (paper: 1500; default {epochs})")
+    p.add_argument("--seeds", type=int, default=seeds, help=f"seeds 0..S-1 (paper: >= 10; default {seeds})")
+    p.add_argument("--out", default=None, help="results .jsonl (appended; finished runs are skipped)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    p.add_argument("--data-root", default=None, help=f"dataset root (default: {SHARED_DATA} if present)")
+    p.add_argument("--summary-only", action="store_true", help="only print the table from --out")
+    return p
+
+
+def data_root(arg: Optional[str]) -> Optional[str]:
+    if arg:
+        return arg
+    return SHARED_DATA if os.path.isdir(SHARED_DATA) else None
+
+
+def load(name: str, root: Optional[str]):
+    """Cora / CiteSeer (public split, row-normalised features) or a geom-gcn graph (10 splits)."""
+    from graphode.datasets import load_actor, load_planetoid, load_webkb
+
+    name = name.lower()
+    if name in ("cora", "citeseer", "pubmed"):
+        return load_planetoid(name, root=root, split="public", normalize_features=True)
+    if name in ("actor", "film"):
+        return load_actor(root=root)
+    return load_webkb(name, root=root)
+
+
+def key_of(rec: Dict[str, Any], keys: Sequence[str]) -> tuple:
+    return tuple(rec.get(k) for k in keys)
+
+
+def read_jsonl(path: Optional[str]) -> List[Dict[str, Any]]:
+    if not path or not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                out.append(json.loads(line))
+    return out
+
+
+def append_jsonl(path: Optional[str], rec: Dict[str, Any]) -> None:
+    if not path:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def train_one(model_name: str, dataset, config: Dict[str, Any], seed: int, epochs: int,
+              extra_callbacks: Iterable = ()) -> Dict[str, Any]:
+    """Seed, build ``model_name`` for ``dataset`` with ``config`` and train it.
+
+    The model's own callbacks (``model.callbacks``: the rewiring) are handed to the
+    trainer unless it already picked them up.  Returns the trainer's result (without
+    the history) plus ``skips`` (layers rewired) and ``time_s``.
+    """
+    from graphode.models import build
+    from graphode.train import Trainer, seed_everything
+
+    cfg = {**TRAIN, **config}
+    seed_everything(seed)
+    model = build(model_name, dataset, cfg)
+    extra = list(extra_callbacks)
+    tr = Trainer(model, dataset, cfg, callbacks=extra, seed=seed)
+    for cb in getattr(model, "callbacks", []) or []:
+        if not any(c is cb for c in tr.callbacks):
+            tr.callbacks.append(cb)
+    t0 = time.perf_counter()
+    res = tr.fit(epochs=epochs, progress=False)
+    res = {k: v for k, v in res.items() if k != "history"}
+    res["time_s"] = time.perf_counter() - t0
+    res["skips"] = list(getattr(model, "skips", []) or [])
+    res["_model"] = model
+    return res
+
+
+def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str], epochs: int,
+             root: Optional[str]) -> List[Dict[str, Any]]:
+    """Run every job (dict with ``dataset``, ``model``, ``seed``, ``split`` (optional) and
+    config keys) not already in ``out``; returns all records (old and new)."""
+    done = read_jsonl(out)
+    seen = {key_of(r, keys) for r in done if r.get("epochs_cfg") == epochs}
+    cache: Dict[str, Any] = {}
+    for job in jobs:
+        k = key_of({**job, "epochs_cfg": epochs}, keys)
+        if k in seen:
+            continue
+        name = job["dataset"]
+        if name not in cache:
+            cache[name] = load(name, root)
+        ds = cache[name]
+        if ds.train_mask.dim() == 2:
+            ds = ds.split(int(job.get("split", 0)))
+        cfg = {k2: v for k2, v in job.items() if k2 not in ("dataset", "model", "seed", "split")}
+        r = train_one(job["model"], ds, cfg, int(job["seed"]), epochs)
+        r.pop("_model", None)
+        rec = {**job, "epochs_cfg": epochs, "test_acc": r["test_acc"], "val_acc": r["val_acc"],
+               "best_epoch": r["best_epoch"], "skips": r["skips"], "time_s": round(r["time_s"], 2),
+               "epoch_time_s": r["epoch_time_s"]}
+        append_jsonl(out, rec)
+        done.append(rec)
+        print(json.dumps(rec), flush=True)
+    return done
+
+
+def aggregate(records: List[Dict[str, Any]], keys: Sequence[str], epochs: Optional[int] = None):
+    """``{key tuple: (mean %, std %, n)}`` over seeds (population std, as numpy)."""
+    groups: Dict[tuple, List[float]] = {}
+    for r in records:
+        if epochs is not None and r.get("epochs_cfg") != epochs:
+            continue
+        groups.setdefault(key_of(r, keys), []).append(100.0 * float(r["test_acc"]))
+    return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
+
+
+def fmt(cell) -> str:
+    if cell is None:
+        return "—"
+    m, s, n = cell
+    return f"{m:.1f} ± {s:.1f}" if not math.isnan(m) else "—"
+
+
+def setup_threads(n: int) -> None:
+    torch.set_num_threads(max(1, int(n)))
