@@ -28,78 +28,117 @@ constexpr int64_t kAttnBlock = 256;
 // ---------------------------------------------------------------- per-head helpers
 // Per-row quantities are [n, H] row-major (edge-major, head fastest).  To keep
 // the loops over them vectorised for any H, they run over the flat array in
-// chunks of HR = H * R elements (R copies of the H heads, HR ~ 64), against
-// "replicated" per-head vectors rep[u] = v[u % H]; chunk starts are multiples
-// of H so the head of element u of a chunk is always u % H.
+// chunks of HR elements, HR a common multiple of H and of the vector width
+// (~64 elements), against "replicated" per-head vectors rep[u] = v[u % H];
+// chunk starts are multiples of H, so element u of a chunk is head u % H.
+template <class T>
 struct HeadRep {
   int64_t H, HR;
-  explicit HeadRep(int64_t H_) : H(H_), HR(H_ * std::max<int64_t>(1, 64 / std::max<int64_t>(H_, 1))) {}
+  explicit HeadRep(int64_t H_) : H(H_) {
+    const int64_t W = Simd<T>::W;
+    int64_t a = std::max<int64_t>(H_, 1), b = W;
+    while (b) {
+      const int64_t r = a % b;
+      a = b;
+      b = r;
+    }
+    const int64_t lcm = std::max<int64_t>(H_, 1) / a * W;
+    HR = lcm * std::max<int64_t>(1, 64 / lcm);
+  }
 };
 
+// Calls vop(i, u) for whole vectors (flat index i, replicated index u) and
+// sop(i, u) for the scalar tail of a flat [n, H] array.
+template <class T, class VecOp, class ScalarOp>
+GRAPHODE_INLINE void flat_chunks(int64_t total, int64_t HR, VecOp vop, ScalarOp sop) {
+  constexpr int64_t W = Simd<T>::W;
+  int64_t c = 0;
+  for (; c + HR <= total; c += HR)
+    for (int64_t u = 0; u < HR; u += W) vop(c + u, u);
+  int64_t u = 0;
+  for (; c + u + W <= total; u += W) vop(c + u, u);
+  for (; c + u < total; ++u) sop(c + u, u);
+}
+
 template <class T>
-inline void rep_fill(const HeadRep& hr, const T* v, T* rep) {
+inline void rep_fill(const HeadRep<T>& hr, const T* v, T* rep) {
   for (int64_t u = 0; u < hr.HR; ++u) rep[u] = v[u % hr.H];
 }
 
 template <class T>
-inline void rep_fold_max(const HeadRep& hr, const T* rep, T* m) {
+inline void rep_fold_max(const HeadRep<T>& hr, const T* rep, T* m) {
   for (int64_t h = 0; h < hr.H; ++h) m[h] = neg_inf<T>();
   for (int64_t u = 0; u < hr.HR; ++u) m[u % hr.H] = std::max(m[u % hr.H], rep[u]);
 }
 
 template <class T>
-inline void rep_fold_sum(const HeadRep& hr, const T* rep, T* m) {
+inline void rep_fold_sum(const HeadRep<T>& hr, const T* rep, T* m) {
   for (int64_t h = 0; h < hr.H; ++h) m[h] = T(0);
   for (int64_t u = 0; u < hr.HR; ++u) m[u % hr.H] += rep[u];
 }
 
 // m[h] = max_t s[t, h]   (rep: HR scratch)
 template <class T>
-inline void heads_max(const HeadRep& hr, const T* __restrict s, int64_t n, T* __restrict rep, T* m) {
+inline void heads_max(const HeadRep<T>& hr, const T* __restrict s, int64_t n, T* __restrict rep, T* m) {
+  using S = Simd<T>;
   fill(rep, neg_inf<T>(), hr.HR);
-  const int64_t total = n * hr.H, HR = hr.HR;
-  int64_t c = 0;
-  for (; c + HR <= total; c += HR) {
-#pragma omp simd
-    for (int64_t u = 0; u < HR; ++u) rep[u] = s[c + u] > rep[u] ? s[c + u] : rep[u];
-  }
-  for (int64_t u = 0; c + u < total; ++u) rep[u] = s[c + u] > rep[u] ? s[c + u] : rep[u];
+  flat_chunks<T>(
+      n * hr.H, hr.HR,
+      [&](int64_t i, int64_t u) {
+        const typename S::vec a = S::load(s + i), r = S::load(rep + u);
+        S::store(rep + u, a > r ? a : r);
+      },
+      [&](int64_t i, int64_t u) { rep[u] = s[i] > rep[u] ? s[i] : rep[u]; });
   rep_fold_max(hr, rep, m);
 }
 
 // s[t, h] = exp(s[t, h] - subrep[h]);  if sum: sum[h] = sum_t s[t, h]
 template <class T>
-inline void heads_exp(const HeadRep& hr, T* __restrict s, int64_t n, const T* __restrict subrep, T* __restrict rep,
-                      T* sum) {
-  const int64_t total = n * hr.H, HR = hr.HR;
-  fill(rep, T(0), HR);
-  int64_t c = 0;
-  for (; c + HR <= total; c += HR) {
-#pragma omp simd
-    for (int64_t u = 0; u < HR; ++u) {
-      const T v = exp_approx(s[c + u] - subrep[u]);
-      s[c + u] = v;
-      rep[u] += v;
-    }
-  }
-  for (int64_t u = 0; c + u < total; ++u) {
-    const T v = exp_approx(s[c + u] - subrep[u]);
-    s[c + u] = v;
-    rep[u] += v;
-  }
+inline void heads_exp(const HeadRep<T>& hr, T* __restrict s, int64_t n, const T* __restrict subrep,
+                      T* __restrict rep, T* sum) {
+  using S = Simd<T>;
+  fill(rep, T(0), hr.HR);
+  flat_chunks<T>(
+      n * hr.H, hr.HR,
+      [&](int64_t i, int64_t u) {
+        const typename S::vec v = exp_vec(S::load(s + i) - S::load(subrep + u));
+        S::store(s + i, v);
+        S::store(rep + u, S::load(rep + u) + v);
+      },
+      [&](int64_t i, int64_t u) {
+        const T v = exp_scalar(s[i] - subrep[u]);
+        s[i] = v;
+        rep[u] += v;
+      });
   if (sum) rep_fold_sum(hr, rep, sum);
 }
 
 // s[t, h] *= mulrep[h]
 template <class T>
-inline void heads_mul(const HeadRep& hr, T* __restrict s, int64_t n, const T* __restrict mulrep) {
-  const int64_t total = n * hr.H, HR = hr.HR;
-  int64_t c = 0;
-  for (; c + HR <= total; c += HR) {
-#pragma omp simd
-    for (int64_t u = 0; u < HR; ++u) s[c + u] *= mulrep[u];
-  }
-  for (int64_t u = 0; c + u < total; ++u) s[c + u] *= mulrep[u];
+inline void heads_mul(const HeadRep<T>& hr, T* __restrict s, int64_t n, const T* __restrict mulrep) {
+  using S = Simd<T>;
+  flat_chunks<T>(
+      n * hr.H, hr.HR, [&](int64_t i, int64_t u) { S::store(s + i, S::load(s + i) * S::load(mulrep + u)); },
+      [&](int64_t i, int64_t u) { s[i] *= mulrep[u]; });
+}
+
+// sum[h] = sum_t a[t, h] b[t, h]
+template <class T>
+inline void heads_dot(const HeadRep<T>& hr, const T* __restrict a, const T* __restrict b, int64_t n,
+                      T* __restrict rep, T* sum) {
+  using S = Simd<T>;
+  fill(rep, T(0), hr.HR);
+  flat_chunks<T>(
+      n * hr.H, hr.HR,
+      [&](int64_t i, int64_t u) { S::store(rep + u, S::load(rep + u) + S::load(a + i) * S::load(b + i)); },
+      [&](int64_t i, int64_t u) { rep[u] += a[i] * b[i]; });
+  rep_fold_sum(hr, rep, sum);
+}
+
+// Prefetches a row of `bytes` bytes (a gathered k, x, q or gradient row).
+GRAPHODE_INLINE void prefetch_row(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = 0; b < bytes; b += 64) GRAPHODE_PREFETCH(c + b);
 }
 
 // s[t, h] = scale <q_i[h], k[idx[t], h]> for the n edges of a block.
@@ -108,8 +147,19 @@ inline void block_scores(const T* __restrict qi, const T* __restrict k, const in
                          int64_t H, int64_t D, T scale, T* __restrict s) {
   const int64_t HD = H * D;
   for (int64_t t = 0; t < n; ++t) {
+    if (t + kPrefetchDistance < n) prefetch_row(k + idx[t + kPrefetchDistance] * HD, HD * int64_t(sizeof(T)));
     const T* kj = k + idx[t] * HD;
     for (int64_t h = 0; h < H; ++h) s[t * H + h] = scale * dot(qi + h * D, kj + h * D, D);
+  }
+}
+
+// tt[t] = <g, x[idx[t]]> for the n edges of a block.
+template <class T>
+inline void block_dots(const T* __restrict gi, const T* __restrict x, const int64_t* __restrict idx, int64_t n,
+                       int64_t F, T* __restrict tt) {
+  for (int64_t t = 0; t < n; ++t) {
+    if (t + kPrefetchDistance < n) prefetch_row(x + idx[t + kPrefetchDistance] * F, F * int64_t(sizeof(T)));
+    tt[t] = dot(gi, x + idx[t] * F, F);
   }
 }
 
@@ -127,6 +177,20 @@ inline void heads_combine(const T* __restrict s, int64_t n, int64_t H, const T* 
   }
 }
 
+// In-place exp of a small array of n values (padded to whole vectors).
+template <class T>
+GRAPHODE_INLINE void exp_inplace(T* v, int64_t n) {
+  using S = Simd<T>;
+  for (int64_t h = 0; h < n; h += S::W) S::store(v + h, exp_vec(S::load(v + h)));
+}
+
+// Size of a per-head scratch array rounded up to whole vectors.
+template <class T>
+inline int64_t padded(int64_t n) {
+  const int64_t W = Simd<T>::W;
+  return (n + W - 1) / W * W;
+}
+
 // ================================================================ edge_attention
 /// attn [E, H]: per target row and head, softmax over its in-edges of
 /// scale <q[i,h], k[j,h]>.  Scores and softmax are computed in one visit of
@@ -141,7 +205,7 @@ int edge_attention_forward(const GraphView& g, const T* q, const T* k, int64_t H
   const int64_t N = g.num_nodes, E = g.num_edges;
   if (E == 0 || H == 0) return kOk;
   const T scale = T(scale_d);
-  const HeadRep hr(H);
+  const HeadRep<T> hr(H);
   const int nt = plan_threads(nthreads, E * H * (D + 8));
   int err = kOk;
   for_each_row_part(
@@ -187,7 +251,7 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
   const int64_t N = g.num_nodes, E = g.num_edges, HD = H * D;
   if (N == 0 || HD == 0 || !(need_q || need_k)) return kOk;
   const T scale = T(scale_d);
-  const HeadRep hr(H);
+  const HeadRep<T> hr(H);
   int err = kOk;
   std::vector<T> rbuf(need_k ? size_t(N * H) : 0);
   T* r_all = rbuf.data();
@@ -202,16 +266,7 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
           const int64_t e0 = g.rowptr[i], n = g.rowptr[i + 1] - e0;
           const T* a = attn + e0 * H;
           const T* ga = grad_attn + e0 * H;
-          // r_h = sum_t a[t,h] ga[t,h], vectorised over the flat [n,H] slice.
-          fill(rep, T(0), hr.HR);
-          const int64_t total = n * H;
-          int64_t c = 0;
-          for (; c + hr.HR <= total; c += hr.HR) {
-#pragma omp simd
-            for (int64_t u = 0; u < hr.HR; ++u) rep[u] += a[c + u] * ga[c + u];
-          }
-          for (int64_t u = 0; c + u < total; ++u) rep[u] += a[c + u] * ga[c + u];
-          rep_fold_sum(hr, rep, r);
+          heads_dot(hr, a, ga, n, rep, r);  // r_h = sum_t a[t,h] ga[t,h]
           if (need_k) std::copy(r, r + H, r_all + i * H);
           if (!need_q) continue;
           T* gqi = grad_q + i * HD;
@@ -222,6 +277,7 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
           }
           fill(gq, T(0), HD);
           for (int64_t t = 0; t < n; ++t) {
+            if (t + kPrefetchDistance < n) prefetch_row(k + g.col[e0 + t + kPrefetchDistance] * HD, HD * sizeof(T));
             const T* kj = k + g.col[e0 + t] * HD;
             for (int64_t h = 0; h < H; ++h) {
               const T ds = a[t * H + h] * (ga[t * H + h] - r[h]);
@@ -246,6 +302,12 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
           }
           fill(gk, T(0), HD);
           for (int64_t p = p0; p < p1; ++p) {
+            if (p + kPrefetchDistance < p1) {
+              const int64_t pp = p + kPrefetchDistance;
+              prefetch_row(q + g.csc_row[pp] * HD, HD * sizeof(T));
+              GRAPHODE_PREFETCH(attn + g.csc_perm[pp] * H);
+              GRAPHODE_PREFETCH(grad_attn + g.csc_perm[pp] * H);
+            }
             const int64_t e = g.csc_perm[p], i = g.csc_row[p];
             const T* qi = q + i * HD;
             const T* ri = r_all + i * H;
@@ -293,7 +355,7 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
     return kOk;
   }
   const T scale = T(scale_d), invH = T(1) / T(H);
-  const HeadRep hr(H);
+  const HeadRep<T> hr(H);
   const int nt = plan_threads(nthreads, E * (HD + F + 8 * H) + N * F);
   int err = kOk;
   const int64_t scratch_size = kAttnBlock * H + kAttnBlock + 3 * hr.HR + 4 * H;
@@ -330,7 +392,7 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
             for (int64_t h = 0; h < H; ++h) {
               const T mn = std::max(m[h], bm[h]);
               // rescale the running sum to the new max (l = 0 before the first block)
-              if (l[h] != T(0)) l[h] *= exp_approx(m[h] - mn);
+              if (l[h] != T(0)) l[h] *= exp_scalar(m[h] - mn);
               m[h] = mn;
             }
             rep_fill(hr, m, mrep);
@@ -387,7 +449,7 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
     return kOk;
   }
   const T scale = T(scale_d), invH = T(1) / T(H);
-  const HeadRep hr(H);
+  const HeadRep<T> hr(H);
   int err = kOk;
   const int nt = plan_threads(nthreads, E * (2 * HD + 2 * F + 8 * H) + N * F);
   const int64_t H2 = 2 * H;
@@ -410,8 +472,7 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
             // a = exp(scale <q_i, k_j> - lse_i), t = <g_i, x_j>
             block_scores(q + i * HD, k, g.col + b, nb, H, D, scale, a);
             heads_exp(hr, a, nb, lrep, rep, static_cast<T*>(nullptr));
-            const T* gi = grad + i * F;
-            for (int64_t t = 0; t < nb; ++t) tt[t] = dot(gi, x + g.col[b + t] * F, F);
+            block_dots(grad + i * F, x, g.col + b, nb, F, tt);
           };
           for (int64_t i = r0; i < r1; ++i) {
             const int64_t e0 = g.rowptr[i], e1 = g.rowptr[i + 1], n = e1 - e0;
@@ -441,6 +502,7 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
               const int64_t nb = std::min(kAttnBlock, e1 - b);
               if (n > kAttnBlock) block(i, b, nb);  // else a, tt still hold this (only) block
               for (int64_t t = 0; t < nb; ++t) {
+                if (t + kPrefetchDistance < nb) prefetch_row(k + g.col[b + t + kPrefetchDistance] * HD, HD * sizeof(T));
                 const T* kj = k + g.col[b + t] * HD;
                 const T th = tt[t] * invH;
                 for (int64_t h = 0; h < H; ++h) tmp[h] = a[t * H + h] * (th - Dh[h]);
@@ -453,12 +515,13 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
   }
 
   // ---- CSC pass over sources j: grad_k[j], grad_x[j]
+  const int64_t Hp = padded<T>(H);
   for_each_row_part(
-      g.csc_ptr, N, E, nt, [&] { return std::vector<T>(HD + 2 * H); },
+      g.csc_ptr, N, E, nt, [&] { return std::vector<T>(HD + 2 * Hp); },
       [&](int64_t c0, int64_t c1, std::vector<T>& buf) {
         T* gk = buf.data();
-        T* av = gk + HD;
-        T* ds = av + H;
+        T* av = gk + HD;  // [Hp] a_ijh of the current edge (padded for exp_inplace)
+        T* ds = av + Hp;  // [Hp]
         for (int64_t j = c0; j < c1; ++j) {
           const int64_t p0 = g.csc_ptr[j], p1 = g.csc_ptr[j + 1];
           T* gxj = need_x ? grad_x + j * F : nullptr;
@@ -472,17 +535,23 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
           const T* kj = k + j * HD;
           const T* xj = x + j * F;
           for (int64_t p = p0; p < p1; ++p) {
+            if (p + kPrefetchDistance < p1) {
+              const int64_t ip = g.csc_row[p + kPrefetchDistance];
+              prefetch_row(q + ip * HD, HD * sizeof(T));
+              prefetch_row(grad + ip * F, F * sizeof(T));
+              GRAPHODE_PREFETCH(need_qk ? ld + ip * H2 : lse + ip * H);
+            }
             const int64_t i = g.csc_row[p];
             const T* qi = q + i * HD;
             const T* li = need_qk ? ld + i * H2 : lse + i * H;
             const T* gi = grad + i * F;
             for (int64_t h = 0; h < H; ++h) av[h] = scale * dot(qi + h * D, kj + h * D, D) - li[h];
-            T csum = T(0);
-            for (int64_t h = 0; h < H; ++h) {
-              av[h] = exp_approx(av[h]);
-              csum += av[h];
+            exp_inplace(av, H);
+            if (need_x) {
+              T csum = T(0);
+              for (int64_t h = 0; h < H; ++h) csum += av[h];
+              axpy(gxj, csum * invH, gi, F);
             }
-            if (need_x) axpy(gxj, csum * invH, gi, F);
             if (need_qk) {
               const T th = dot(gi, xj, F) * invH;
               for (int64_t h = 0; h < H; ++h) ds[h] = av[h] * (th - li[H + h]);

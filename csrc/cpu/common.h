@@ -35,6 +35,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/simd.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -185,120 +187,144 @@ inline void set_error(int& flag, int code) {
   flag = code;
 }
 
-// ---------------------------------------------------------------- math
-// exp for the softmax.  Every argument the kernels pass is <= 0 (a score minus
-// its row maximum or its log-sum-exp), so the result lies in [0, 1].
-//
-// float: a branch-free Cephes-style expf that GCC vectorises inside
-// `omp simd` loops (glibc's expf is a scalar call there): x = n ln2 + r with
-// |r| <= ln2/2, e^r by a degree-6 polynomial (max rel. error ~1.5e-7, i.e. ~1
-// ulp), 2^n built in the exponent bits.  Arguments below -87.3 (results below
-// FLT_MIN) return exactly 0, so denormals never appear.
-inline float exp_approx(float x) {
-  const float lo = -87.33654475f, hi = 88.37626266f;
-  const bool under = x < lo;
-  float xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
-  float fx = xc * 1.44269504088896341f + 0.5f;
-  fx = std::floor(fx);
-  float r = xc - fx * 0.693359375f;
-  r = r - fx * -2.12194440e-4f;
-  const float z = r * r;
-  float y = 1.9875691500E-4f;
-  y = y * r + 1.3981999507E-3f;
-  y = y * r + 8.3334519073E-3f;
-  y = y * r + 4.1665795894E-2f;
-  y = y * r + 1.6666665459E-1f;
-  y = y * r + 5.0000001201E-1f;
-  y = y * z + r + 1.0f;
-  const int32_t n = int32_t(fx) + 127;
-  int32_t bits = n << 23;
-  float pow2n;
-  std::memcpy(&pow2n, &bits, sizeof(float));
-  y = y * pow2n;
-  y = under ? 0.0f : y;
-  return x != x ? x : y;  // NaN in, NaN out
-}
-// double: the exact libm exp (the float64 path is for accuracy, e.g. gradcheck).
-inline double exp_approx(double x) { return std::exp(x); }
-
 template <class T>
 inline T neg_inf() {
   return -std::numeric_limits<T>::infinity();
 }
 
 // ---------------------------------------------------------------- vector loops
-// The inner loops run over F (features) or D (head dim), contiguous in memory;
-// `omp simd` vectorises them (AVX2/AVX-512 with -march=native), including
-// tails when F or D is not a multiple of the vector width.
+// The inner loops run over F (features) or D (head dim), contiguous in memory,
+// as whole native vectors (simd.h) plus a scalar tail when F or D is not a
+// multiple of the vector width.
 template <class T>
-inline T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+GRAPHODE_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  using S = Simd<T>;
+  constexpr int64_t W = S::W;
+  int64_t f = 0;
   T s = T(0);
-#pragma omp simd reduction(+ : s)
-  for (int64_t f = 0; f < n; ++f) s += a[f] * b[f];
+  if (n >= W) {
+    typename S::vec acc0 = S::load(a) * S::load(b), acc1 = S::zero();
+    f = W;
+    for (; f + 2 * W <= n; f += 2 * W) {
+      acc0 += S::load(a + f) * S::load(b + f);
+      acc1 += S::load(a + f + W) * S::load(b + f + W);
+    }
+    if (f + W <= n) {
+      acc0 += S::load(a + f) * S::load(b + f);
+      f += W;
+    }
+    s = S::hsum(acc0 + acc1);
+  }
+  for (; f < n; ++f) s += a[f] * b[f];
   return s;
 }
 
 template <class T>
-inline void axpy(T* __restrict y, T a, const T* __restrict x, int64_t n) {
-#pragma omp simd
-  for (int64_t f = 0; f < n; ++f) y[f] += a * x[f];
+GRAPHODE_INLINE void axpy(T* __restrict y, T a, const T* __restrict x, int64_t n) {
+  using S = Simd<T>;
+  constexpr int64_t W = S::W;
+  const typename S::vec av = S::set1(a);
+  int64_t f = 0;
+  for (; f + W <= n; f += W) S::store(y + f, S::load(y + f) + av * S::load(x + f));
+  for (; f < n; ++f) y[f] += a * x[f];
 }
 
 template <class T>
-inline void scale_to(T* __restrict out, T a, const T* __restrict x, int64_t n) {
-#pragma omp simd
-  for (int64_t f = 0; f < n; ++f) out[f] = a * x[f];
+GRAPHODE_INLINE void scale_to(T* __restrict out, T a, const T* __restrict x, int64_t n) {
+  using S = Simd<T>;
+  constexpr int64_t W = S::W;
+  const typename S::vec av = S::set1(a);
+  int64_t f = 0;
+  for (; f + W <= n; f += W) S::store(out + f, av * S::load(x + f));
+  for (; f < n; ++f) out[f] = a * x[f];
 }
 
 template <class T>
 inline void fill(T* y, T v, int64_t n) {
-#pragma omp simd
-  for (int64_t f = 0; f < n; ++f) y[f] = v;
+  std::fill(y, y + n, v);
 }
 
-// Register tile of the gathered row reductions, in elements: 16 AVX2 / 8
-// AVX-512 float vectors (64 floats, 256 bytes = one x row at F=64 in float).
+// How many edges ahead the gather loops prefetch their rows.  The gathers
+// are latency bound (random rows of an array larger than the caches), and
+// the out-of-order window alone keeps too few misses in flight.
+constexpr int64_t kPrefetchDistance = 8;
+
+// One register tile of NV vectors (NV * W features starting at f0):
+//   y[f0 : f0 + NV W] (+)= sum_t coef[t] x[idx[t], f0 : ...]
+template <class T, int NV>
+GRAPHODE_INLINE void gather_axpy_tile(int64_t n, const int64_t* __restrict idx, const T* __restrict coef,
+                                      const T* __restrict x, int64_t F, int64_t f0, T* __restrict y,
+                                      bool accumulate) {
+  using S = Simd<T>;
+  constexpr int64_t W = S::W;
+  constexpr int64_t kLineElems = 64 / sizeof(T);
+  typename S::vec acc[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) acc[v] = accumulate ? S::load(y + f0 + v * W) : S::zero();
+  const T* xf = x + f0;
+  for (int64_t t = 0; t < n; ++t) {
+    if (t + kPrefetchDistance < n) {
+      const T* pr = xf + idx[t + kPrefetchDistance] * F;
+#pragma GCC unroll 16
+      for (int64_t l = 0; l < NV * W; l += kLineElems) GRAPHODE_PREFETCH(pr + l);
+    }
+    const typename S::vec c = S::set1(coef[t]);
+    const T* __restrict xr = xf + idx[t] * F;
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[v] += c * S::load(xr + v * W);
+  }
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) S::store(y + f0 + v * W, acc[v]);
+}
+
+// Register tile of the gathered row reductions: 256 bytes (4 AVX-512 or 8
+// AVX2 vectors: one x row at F = 64 in float).
 template <class T>
 struct Tile {
-  static constexpr int64_t value = 256 / sizeof(T);
+  static constexpr int NV = int(256 / GRAPHODE_VBYTES);
 };
+
+// The remaining nvec (< NV) whole vectors of a row, as one tile of nvec vectors.
+template <class T, int K>
+GRAPHODE_INLINE void gather_axpy_rest(int64_t nvec, int64_t n, const int64_t* idx, const T* coef, const T* x,
+                                      int64_t F, int64_t f0, T* y, bool accumulate) {
+  if constexpr (K >= 1) {
+    if (nvec == K)
+      gather_axpy_tile<T, K>(n, idx, coef, x, F, f0, y, accumulate);
+    else
+      gather_axpy_rest<T, K - 1>(nvec, n, idx, coef, x, F, f0, y, accumulate);
+  }
+}
 
 // y[0:F] (+)= sum_{t < n} coef[t] * x[idx[t], 0:F]
 //
 // The gather-reduce at the heart of SpMM (weights = edge values), of the
 // attention diffusion (weights = head-averaged attention) and of the
-// transposed passes.  F is cut into register tiles of Tile<T> elements whose
-// partial sums stay in vector registers for the whole edge list, so each
-// edge costs F/W loads + F/W FMAs and the output row is written once.
+// transposed passes.  F is cut into register tiles whose partial sums stay in
+// vector registers over the whole edge list, so an edge costs F/W loads and
+// F/W FMAs and the output row is written once; the next rows are prefetched.
 // accumulate=false overwrites y (no separate zeroing pass).
 template <class T>
 inline void gather_axpy(int64_t n, const int64_t* __restrict idx, const T* __restrict coef, const T* __restrict x,
                         int64_t F, T* __restrict y, bool accumulate) {
-  constexpr int64_t W = Tile<T>::value;
+  using S = Simd<T>;
+  constexpr int64_t W = S::W;
+  constexpr int NV = Tile<T>::NV;
   int64_t f0 = 0;
-  for (; f0 + W <= F; f0 += W) {
-    T acc[W];
-    if (accumulate) {
-      for (int64_t f = 0; f < W; ++f) acc[f] = y[f0 + f];
-    } else {
-      for (int64_t f = 0; f < W; ++f) acc[f] = T(0);
-    }
+  for (; f0 + NV * W <= F; f0 += NV * W) gather_axpy_tile<T, NV>(n, idx, coef, x, F, f0, y, accumulate);
+  gather_axpy_rest<T, NV - 1>((F - f0) / W, n, idx, coef, x, F, f0, y, accumulate);  // < NV vectors left
+  f0 += (F - f0) / W * W;
+  const int64_t rem = F - f0;  // scalar tail (< W features)
+  if (rem > 0) {
+    T acc[64];
+    for (int64_t f = 0; f < rem; ++f) acc[f] = accumulate ? y[f0 + f] : T(0);
     const T* xf = x + f0;
     for (int64_t t = 0; t < n; ++t) {
       const T c = coef[t];
       const T* __restrict xr = xf + idx[t] * F;
-#pragma omp simd
-      for (int64_t f = 0; f < W; ++f) acc[f] += c * xr[f];
+      for (int64_t f = 0; f < rem; ++f) acc[f] += c * xr[f];
     }
-    for (int64_t f = 0; f < W; ++f) y[f0 + f] = acc[f];
-  }
-  const int64_t rem = F - f0;
-  if (rem > 0) {
-    T* __restrict yr = y + f0;
-    if (!accumulate) fill(yr, T(0), rem);
-    const T* xf = x + f0;
-    for (int64_t t = 0; t < n; ++t) axpy(yr, coef[t], xf + idx[t] * F, rem);
+    for (int64_t f = 0; f < rem; ++f) y[f0 + f] = acc[f];
   }
 }
 
