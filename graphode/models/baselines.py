@@ -1,0 +1,364 @@
+"""Baselines of the deep-GCN comparison tables (Tables 3, 4 and 6 of "Old can be
+Gold"), built from PyTorch Geometric layers.  PyG is optional for graphode: it
+is imported when a baseline is built, and a missing PyG raises an ImportError
+that says how to install it.
+
+Models (all ``forward(x) -> [N, C]`` logits; the graph is held by the model):
+
+* :class:`TricksGCN` — a deep GCN with one of the "bag of tricks" (Chen et
+  al., 2021, the benchmark the paper follows): ``skip`` in ``residual``,
+  ``initial``, ``jumping``, ``dense`` (input ``Linear -> ReLU``, ``L`` GCN
+  layers, output ``Linear`` or the jumping aggregation, as in that benchmark),
+  ``norm`` in ``batch``, ``pair`` (after every hidden convolution) and
+  ``drop_edge`` (DropEdge rate, resampled at every training forward).
+* :class:`GCNII`, :class:`APPNPNet`, :class:`SGC`, :class:`JKNet`,
+  :class:`GAT`: the models of Table 4 with ``num_layers`` propagation steps.
+
+Builders ``build_*(dataset, config)`` read ``layers`` (default 2), ``hidden``
+(64), ``dropout`` (0.6) and the model-specific keys documented on each.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "TricksGCN",
+    "GCNII",
+    "APPNPNet",
+    "SGC",
+    "JKNet",
+    "GAT",
+    "SKIPS",
+    "NORMS",
+    "build_tricks_gcn",
+    "build_gcn_residual",
+    "build_gcn_initial",
+    "build_gcn_jumping",
+    "build_gcn_dense",
+    "build_gcn_batchnorm",
+    "build_gcn_pairnorm",
+    "build_gcn_dropedge",
+    "build_gcnii",
+    "build_appnp",
+    "build_sgc",
+    "build_jknet",
+    "build_gat",
+    "BASELINE_MODELS",
+]
+
+SKIPS = (None, "residual", "initial", "jumping", "dense")
+NORMS = (None, "batch", "pair")
+
+
+def _pyg():
+    try:
+        import torch_geometric.nn as pygnn  # noqa: F401
+        from torch_geometric import utils as pygutils  # noqa: F401
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the deep-GCN baselines are built from PyTorch Geometric layers; install it with "
+            "`pip install torch-geometric` (or `pip install graphode[pyg]`)"
+        ) from e
+    return pygnn, pygutils
+
+
+class _PyGModel(nn.Module):
+    """Holds ``edge_index`` as a (non-persistent) buffer so ``.to(device)`` moves it."""
+
+    def __init__(self, edge_index: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("edge_index", edge_index.clone(), persistent=False)
+
+
+class TricksGCN(_PyGModel):
+    """Deep GCN (PyG ``GCNConv``) with one skip connection, normalisation or DropEdge.
+
+    * no skip: ``L`` convolutions ``in -> hidden -> ... -> out`` with
+      ``dropout -> conv -> [norm] -> ReLU`` (the vanilla GCN of the paper).
+    * with a skip: ``Linear(in, hidden) -> ReLU``, then ``L`` hidden
+      convolutions ``dropout -> conv -> [norm] -> ReLU -> skip``, then
+      ``dropout -> Linear(hidden, out)`` (``jumping``: ``Linear`` of the
+      concatenated layer outputs).  ``residual``: ``(1-a) h_l + a h_{l-1}``;
+      ``initial``: ``(1-a) h_l + a h_0``; ``dense``: ``Linear(cat(h_0..h_l))``.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int, edge_index: torch.Tensor,
+                 skip: Optional[str] = None, norm: Optional[str] = None, drop_edge: float = 0.0,
+                 dropout: float = 0.6, alpha: float = 0.1, pair_norm_scale: float = 1.0) -> None:
+        super().__init__(edge_index)
+        pygnn, _ = _pyg()
+        if skip not in SKIPS:
+            raise ValueError(f"unknown skip {skip!r}; choose one of {SKIPS}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
+        self.skip, self.norm_kind = skip, norm
+        self.num_layers, self.dropout, self.alpha = int(num_layers), float(dropout), float(alpha)
+        self.drop_edge = float(drop_edge)
+        cached = self.drop_edge == 0.0
+        if skip is None:
+            dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+            self.inp = None
+        else:
+            dims = [hidden] * (num_layers + 1)
+            self.inp = nn.Linear(in_dim, hidden)
+        self.layers = nn.ModuleList(pygnn.GCNConv(dims[i], dims[i + 1], cached=cached) for i in range(num_layers))
+        n_norm = num_layers if skip is not None else num_layers - 1
+        if norm == "batch":
+            self.norms = nn.ModuleList(nn.BatchNorm1d(dims[i + 1]) for i in range(n_norm))
+        elif norm == "pair":
+            self.norms = nn.ModuleList(pygnn.PairNorm(scale=pair_norm_scale) for _ in range(n_norm))
+        else:
+            self.norms = None
+        self.dense = None
+        if skip == "dense":
+            self.dense = nn.ModuleList(nn.Linear((i + 2) * hidden, hidden) for i in range(num_layers))
+        if skip == "jumping":
+            self.out = nn.Linear((num_layers + 1) * hidden, out_dim)
+        elif skip is not None:
+            self.out = nn.Linear(hidden, out_dim)
+        else:
+            self.out = None
+
+    def _edges(self) -> torch.Tensor:
+        if self.training and self.drop_edge > 0:
+            _, pygutils = _pyg()
+            return pygutils.dropout_edge(self.edge_index, p=self.drop_edge, force_undirected=True)[0]
+        return self.edge_index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ei = self._edges()
+        if self.skip is None:
+            for l, conv in enumerate(self.layers):
+                x = F.dropout(x, self.dropout, self.training)
+                x = conv(x, ei)
+                if l < self.num_layers - 1:
+                    if self.norms is not None:
+                        x = self.norms[l](x)
+                    x = F.relu(x)
+            return x
+        x = F.dropout(x, self.dropout, self.training)
+        x = F.relu(self.inp(x))
+        hs: List[torch.Tensor] = [x]
+        for l, conv in enumerate(self.layers):
+            x = F.dropout(x, self.dropout, self.training)
+            x = conv(x, ei)
+            if self.norms is not None:
+                x = self.norms[l](x)
+            x = F.relu(x)
+            hs.append(x)
+            if self.skip == "residual":
+                x = (1 - self.alpha) * x + self.alpha * hs[-2]
+            elif self.skip == "initial":
+                x = (1 - self.alpha) * x + self.alpha * hs[0]
+            elif self.skip == "dense":
+                x = self.dense[l](torch.cat(hs, dim=-1))
+        x = F.dropout(x, self.dropout, self.training)
+        if self.skip == "jumping":
+            return self.out(torch.cat(hs, dim=-1))
+        return self.out(x)
+
+
+class GCNII(_PyGModel):
+    """GCNII (Chen et al., 2020): ``Linear -> L x GCN2Conv(alpha, theta, layer l) -> Linear``."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int, edge_index: torch.Tensor,
+                 alpha: float = 0.1, theta: float = 0.5, dropout: float = 0.6) -> None:
+        super().__init__(edge_index)
+        pygnn, _ = _pyg()
+        self.dropout = float(dropout)
+        self.inp = nn.Linear(in_dim, hidden)
+        self.layers = nn.ModuleList(
+            pygnn.GCN2Conv(hidden, alpha, theta, layer=l + 1, shared_weights=True, cached=True)
+            for l in range(num_layers)
+        )
+        self.out = nn.Linear(hidden, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x, self.dropout, self.training)
+        x = x0 = F.relu(self.inp(x))
+        for conv in self.layers:
+            x = F.dropout(x, self.dropout, self.training)
+            x = F.relu(conv(x, x0, self.edge_index))
+        x = F.dropout(x, self.dropout, self.training)
+        return self.out(x)
+
+
+class APPNPNet(_PyGModel):
+    """APPNP (Klicpera et al., 2019): a 2-layer MLP, then ``K = num_layers`` steps of
+    personalised-PageRank propagation with teleport ``alpha``."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int, edge_index: torch.Tensor,
+                 alpha: float = 0.1, dropout: float = 0.6) -> None:
+        super().__init__(edge_index)
+        pygnn, _ = _pyg()
+        self.dropout = float(dropout)
+        self.lin1, self.lin2 = nn.Linear(in_dim, hidden), nn.Linear(hidden, out_dim)
+        self.layers = nn.ModuleList([self.lin1, self.lin2])
+        self.prop = pygnn.APPNP(K=int(num_layers), alpha=alpha, cached=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x, self.dropout, self.training)
+        x = F.relu(self.lin1(x))
+        x = F.dropout(x, self.dropout, self.training)
+        return self.prop(self.lin2(x), self.edge_index)
+
+
+class SGC(_PyGModel):
+    """SGC (Wu et al., 2019): ``Â^K X W`` with ``K = num_layers`` (PyG ``SGConv``)."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_layers: int, edge_index: torch.Tensor,
+                 dropout: float = 0.0) -> None:
+        super().__init__(edge_index)
+        pygnn, _ = _pyg()
+        self.dropout = float(dropout)
+        self.conv = pygnn.SGConv(in_dim, out_dim, K=int(num_layers), cached=True)
+        self.layers = nn.ModuleList([self.conv.lin])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(x, self.dropout, self.training)
+        return self.conv(x, self.edge_index)
+
+
+class JKNet(_PyGModel):
+    """JKNet (Xu et al., 2018): ``L`` GCN layers, jumping knowledge (``mode``:
+    ``cat``/``max``/``lstm``) over their outputs, then a ``Linear``."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int, edge_index: torch.Tensor,
+                 mode: str = "cat", dropout: float = 0.6) -> None:
+        super().__init__(edge_index)
+        pygnn, _ = _pyg()
+        self.dropout = float(dropout)
+        self.layers = nn.ModuleList(
+            pygnn.GCNConv(in_dim if l == 0 else hidden, hidden, cached=True) for l in range(num_layers)
+        )
+        self.jk = pygnn.JumpingKnowledge(mode, channels=hidden, num_layers=num_layers)
+        self.out = nn.Linear(num_layers * hidden if mode == "cat" else hidden, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hs = []
+        for conv in self.layers:
+            x = F.dropout(x, self.dropout, self.training)
+            x = F.relu(conv(x, self.edge_index))
+            hs.append(x)
+        x = F.dropout(self.jk(hs), self.dropout, self.training)
+        return self.out(x)
+
+
+class GAT(_PyGModel):
+    """GAT (Velickovic et al., 2018): ``L`` ``GATConv`` layers, ``heads`` heads of
+    ``hidden // heads`` channels (concatenated) with ELU, one head at the output."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int, edge_index: torch.Tensor,
+                 heads: int = 8, dropout: float = 0.6) -> None:
+        super().__init__(edge_index)
+        pygnn, _ = _pyg()
+        self.dropout = float(dropout)
+        per = max(1, hidden // heads)
+        layers = []
+        for l in range(num_layers):
+            d_in = in_dim if l == 0 else per * heads
+            if l == num_layers - 1:
+                layers.append(pygnn.GATConv(d_in, out_dim, heads=1, dropout=dropout))
+            else:
+                layers.append(pygnn.GATConv(d_in, per, heads=heads, dropout=dropout))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for l, conv in enumerate(self.layers):
+            x = F.dropout(x, self.dropout, self.training)
+            x = conv(x, self.edge_index)
+            if l < len(self.layers) - 1:
+                x = F.elu(x)
+        return x
+
+
+# ---------------------------------------------------------------------- builders
+def _common(dataset, config):
+    return (dataset.num_features, int(config.get("hidden", 64)), dataset.num_classes,
+            int(config.get("layers", config.get("num_layers", 2))), dataset.edge_index)
+
+
+def build_tricks_gcn(dataset, config: Dict[str, Any]) -> TricksGCN:
+    """``TricksGCN`` from config keys ``skip``, ``norm``, ``drop_edge`` (0.0),
+    ``alpha`` (0.1), ``pair_norm_scale`` (1.0), ``layers``, ``hidden``, ``dropout``."""
+    i, h, o, L, ei = _common(dataset, config)
+    skip = config.get("skip")
+    norm = config.get("norm")
+    return TricksGCN(i, h, o, L, ei, skip=None if skip in (None, "none") else skip,
+                     norm=None if norm in (None, "none") else norm,
+                     drop_edge=float(config.get("drop_edge", 0.0)), dropout=float(config.get("dropout", 0.6)),
+                     alpha=float(config.get("alpha", 0.1)),
+                     pair_norm_scale=float(config.get("pair_norm_scale", 1.0)))
+
+
+def _tricks(**fixed):
+    def build(dataset, config: Dict[str, Any]) -> TricksGCN:
+        return build_tricks_gcn(dataset, {**config, **fixed})
+
+    return build
+
+
+build_gcn_residual = _tricks(skip="residual")
+build_gcn_initial = _tricks(skip="initial")
+build_gcn_jumping = _tricks(skip="jumping")
+build_gcn_dense = _tricks(skip="dense")
+build_gcn_batchnorm = _tricks(norm="batch")
+build_gcn_pairnorm = _tricks(norm="pair")
+
+
+def build_gcn_dropedge(dataset, config: Dict[str, Any]) -> TricksGCN:
+    """Vanilla GCN with DropEdge (``drop_edge``, default 0.3)."""
+    return build_tricks_gcn(dataset, {**config, "drop_edge": float(config.get("drop_edge", 0.3))})
+
+
+def build_gcnii(dataset, config: Dict[str, Any]) -> GCNII:
+    """GCNII; keys ``alpha`` (0.1), ``theta`` (0.5), ``layers``, ``hidden``, ``dropout``."""
+    i, h, o, L, ei = _common(dataset, config)
+    return GCNII(i, h, o, L, ei, alpha=float(config.get("alpha", 0.1)), theta=float(config.get("theta", 0.5)),
+                 dropout=float(config.get("dropout", 0.6)))
+
+
+def build_appnp(dataset, config: Dict[str, Any]) -> APPNPNet:
+    """APPNP; ``layers`` = propagation steps K, ``alpha`` (0.1), ``hidden``, ``dropout``."""
+    i, h, o, L, ei = _common(dataset, config)
+    return APPNPNet(i, h, o, L, ei, alpha=float(config.get("alpha", 0.1)), dropout=float(config.get("dropout", 0.6)))
+
+
+def build_sgc(dataset, config: Dict[str, Any]) -> SGC:
+    """SGC; ``layers`` = K, ``sgc_dropout`` (0.0: SGC has none)."""
+    i, _, o, L, ei = _common(dataset, config)
+    return SGC(i, o, L, ei, dropout=float(config.get("sgc_dropout", 0.0)))
+
+
+def build_jknet(dataset, config: Dict[str, Any]) -> JKNet:
+    """JKNet; ``jk_mode`` (``cat``), ``layers``, ``hidden``, ``dropout``."""
+    i, h, o, L, ei = _common(dataset, config)
+    return JKNet(i, h, o, L, ei, mode=str(config.get("jk_mode", "cat")), dropout=float(config.get("dropout", 0.6)))
+
+
+def build_gat(dataset, config: Dict[str, Any]) -> GAT:
+    """GAT; ``heads`` (8), ``layers``, ``hidden`` (total over heads), ``dropout``."""
+    i, h, o, L, ei = _common(dataset, config)
+    return GAT(i, h, o, L, ei, heads=int(config.get("heads", 8)), dropout=float(config.get("dropout", 0.6)))
+
+
+#: name -> "module:function" entries for :data:`graphode.models.MODELS`.
+BASELINE_MODELS = {
+    "gcn-residual": "graphode.models.baselines:build_gcn_residual",
+    "gcn-initial": "graphode.models.baselines:build_gcn_initial",
+    "gcn-jumping": "graphode.models.baselines:build_gcn_jumping",
+    "gcn-dense": "graphode.models.baselines:build_gcn_dense",
+    "gcn-batchnorm": "graphode.models.baselines:build_gcn_batchnorm",
+    "gcn-pairnorm": "graphode.models.baselines:build_gcn_pairnorm",
+    "gcn-dropedge": "graphode.models.baselines:build_gcn_dropedge",
+    "gcn-tricks": "graphode.models.baselines:build_tricks_gcn",
+    "gcnii": "graphode.models.baselines:build_gcnii",
+    "appnp": "graphode.models.baselines:build_appnp",
+    "sgc": "graphode.models.baselines:build_sgc",
+    "jknet": "graphode.models.baselines:build_jknet",
+    "gat": "graphode.models.baselines:build_gat",
+}
