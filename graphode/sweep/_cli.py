@@ -87,10 +87,15 @@ def run_sweep(args) -> int:
         )
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"graphode sweep: {e}") from None
+    except ConnectionError as e:
+        raise SystemExit(f"graphode sweep: cannot connect to the Ray cluster at {args.address!r}: {e}") from None
     paths = res["paths"]
     print(f"graphode sweep: {res['num_trials']} trials ({res['num_stopped']} stopped early by the scheduler, "
           f"{res['num_errors']} failed) in {res['time_s']:.1f} s", flush=True)
     print(f"results: {paths['csv']}  {paths['json']}")
+    if res["num_unfinished"]:
+        print(f"graphode sweep: {res['num_unfinished']} trial(s) unfinished; continue with the same command "
+              f"and --resume", flush=True)
     best = res["best"]
     if best is None:
         print("graphode sweep: no trial reported a result", file=sys.stderr)

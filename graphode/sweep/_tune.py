@@ -120,6 +120,10 @@ def _trainable(config: Dict[str, Any], runtime: Dict[str, Any]) -> None:
 
     set_threads(runtime.get("threads"))
     register_targets(runtime.get("models"))
+    if runtime.get("quiet_checkpoints"):
+        import logging
+
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     from ..train import run_many
 
     cfg = _plain_value(dict(config))
@@ -153,7 +157,9 @@ def _trial_name(trial) -> str:
 
 
 # --------------------------------------------------------------------------- results
-def _rows(result_grid, searched: Sequence[str], epochs: int) -> List[Dict[str, Any]]:
+def _rows(result_grid, searched: Sequence[str], epochs: int, ended: Optional[set] = None) -> List[Dict[str, Any]]:
+    """One row per trial; ``ended``: ids of the trials that ended on their own (the others
+    were interrupted: status ``unfinished``)."""
     rows = []
     for r in result_grid:
         m = dict(r.metrics or {})
@@ -164,8 +170,10 @@ def _rows(result_grid, searched: Sequence[str], epochs: int) -> List[Dict[str, A
             status = "error"
         elif it >= epochs:
             status = "completed"
+        elif ended is not None and str(trial_id) not in ended:
+            status = "unfinished"  # the sweep was interrupted: --resume continues it
         else:
-            status = "stopped"
+            status = "stopped"  # by the scheduler (ASHA)
         row: Dict[str, Any] = {"rank": None, "trial_id": trial_id, "status": status}
         for k in searched:
             row[k] = cfg.get(k)
@@ -186,7 +194,7 @@ def _rows(result_grid, searched: Sequence[str], epochs: int) -> List[Dict[str, A
     def key(row):
         v = row.get("val_acc")
         v = -math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else v
-        return (row["status"] == "error", -v, str(row["trial_id"]))
+        return (row["status"] in ("error", "unfinished"), -v, str(row["trial_id"]))
 
     rows.sort(key=key)
     for i, row in enumerate(rows):
@@ -354,7 +362,29 @@ def sweep(
         storage = os.path.abspath(storage)
     exp_dir = os.path.join(storage, name) if "://" not in storage else f"{storage.rstrip('/')}/{name}"
 
+    # ---- the sweep's settings (read back by --resume: Tune restores its own param_space)
+    meta_path = os.path.join(output_dir, "sweep.json")
+    if resume and os.path.exists(meta_path):
+        with open(meta_path) as f:
+            prev = json.load(f)
+        if prev.get("epochs") is not None and int(prev["epochs"]) != n_epochs and verbose:
+            print(f"graphode sweep: resuming a sweep of {prev['epochs']} epochs per trial "
+                  f"(not {n_epochs})", file=sys.stderr)
+        n_epochs = int(prev.get("epochs", n_epochs))
+        searched = list(prev.get("searched", searched))
+    settings = {
+        "model": model, "dataset": dataset, "split": split, "space": space_name, "searched": searched,
+        "num_samples": int(num_samples), "scheduler": scheduler, "grace_period": int(grace_period),
+        "reduction_factor": reduction_factor, "metric": metric, "epochs": n_epochs, "seed": int(seed),
+        "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial, "address": address,
+        "experiment": exp_dir,
+    }
+    with open(meta_path, "w") as f:
+        json.dump(_plain_value({**settings, "state": "running"}), f, indent=2, default=str)
+
     # ---- Ray and the trainable
+    from . import _tracker
+
     started = ensure_ray(address, num_cpus=num_cpus, ship_code=ship_code, quiet=verbose == 0)
     try:
         runtime = {
@@ -365,6 +395,7 @@ def sweep(
             "device": "cuda" if gpus_per_trial else None,
             "checkpoint_every": int(checkpoint_every or 0),
             "models": model_targets([model]),
+            "quiet_checkpoints": verbose < 2,
         }
         trainable = tune.with_resources(tune.with_parameters(_trainable, runtime=runtime),
                                         {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
@@ -392,12 +423,14 @@ def sweep(
                     time_budget_s=time_budget_s,
                 ),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=storage, verbose=verbose,
+                    name=name, storage_path=storage, verbose=verbose, callbacks=[_tracker.TrialTracker()],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     failure_config=tune.FailureConfig(max_failures=0),
                 ),
             )
+        _tracker.ENDED.clear()
         grid = tuner.fit()
+        ended = set(_tracker.ENDED)
     finally:
         if started:
             import ray
@@ -405,25 +438,29 @@ def sweep(
             ray.shutdown()
 
     # ---- the table and the best config
-    rows = _rows(grid, searched, n_epochs)
+    ended_path = os.path.join(output_dir, "ended_trials.json")  # accumulated over resumed runs
+    if resume and os.path.exists(ended_path):
+        with open(ended_path) as f:
+            ended |= set(json.load(f))
+    with open(ended_path, "w") as f:
+        json.dump(sorted(ended), f)
+    rows = _rows(grid, searched, n_epochs, ended)
     paths = _write_tables(rows, searched, output_dir)
-    ok = [r for r in rows if r["status"] != "error" and r.get("val_acc") is not None]
+    ok = [r for r in rows if r["status"] != "error" and r.get("val_acc") is not None
+          and not (isinstance(r["val_acc"], float) and math.isnan(r["val_acc"]))]
     best = ok[0] if ok else None
     paths["best_yaml"] = os.path.join(output_dir, "best.yaml")
     if best is not None:
         _write_best_yaml(best, len(rows), paths["best_yaml"])
     elapsed = time.perf_counter() - t0
     summary = {
-        "model": model, "dataset": dataset, "split": split, "space": space_name, "searched": searched,
-        "num_samples": int(num_samples), "num_trials": len(rows),
+        **settings, "state": "finished", "num_trials": len(rows),
         "num_stopped": sum(r["status"] == "stopped" for r in rows),
         "num_errors": sum(r["status"] == "error" for r in rows),
-        "scheduler": scheduler, "grace_period": int(grace_period), "reduction_factor": reduction_factor,
-        "metric": metric, "epochs": n_epochs, "seed": int(seed), "cpus_per_trial": cpus_per_trial,
-        "gpus_per_trial": gpus_per_trial, "address": address, "resumed": bool(resume), "time_s": elapsed,
-        "best": best,
+        "num_unfinished": sum(r["status"] == "unfinished" for r in rows),
+        "resumed": bool(resume), "time_s": elapsed, "best": best,
     }
-    paths["sweep_json"] = os.path.join(output_dir, "sweep.json")
+    paths["sweep_json"] = meta_path
     paths["experiment"] = exp_dir
     with open(paths["sweep_json"], "w") as f:
         json.dump(_plain_value(summary), f, indent=2, default=str)
@@ -436,4 +473,5 @@ def sweep(
         "num_trials": len(rows),
         "num_stopped": summary["num_stopped"],
         "num_errors": summary["num_errors"],
+        "num_unfinished": summary["num_unfinished"],
     }
