@@ -197,7 +197,6 @@ _G = None
 def _stiff_problem():
     global _G
     if _G is None:
-        import numpy as np
         import scipy.sparse
         import scipy.sparse.linalg
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from graphode.solvers import odeint, odeint_adjoint, solve
+from graphode.solvers import odeint, odeint_adjoint
 
 @pytest.fixture(autouse=True)
 def _one_thread():

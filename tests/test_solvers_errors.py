@@ -1,6 +1,4 @@
 """Bad input and solver failures raise clear errors naming the problem."""
-import warnings
-
 import pytest
 import torch
 

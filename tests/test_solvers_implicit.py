@@ -1,6 +1,4 @@
 """implicit_euler / crank_nicolson: Newton–Krylov forward, implicit-function-theorem backward."""
-import warnings
-
 import pytest
 import torch
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 
-from ._common import (CALLBACK_NAMES, Dynamics, Problem, SolverStats, flat_to_shape, handle_unused, prepare,
+from ._common import (Dynamics, Problem, SolverStats, flat_to_shape, handle_unused, prepare,
                       real_dtype)
 from ._event import EventGradient
 from ._registry import METHODS

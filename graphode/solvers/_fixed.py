@@ -18,7 +18,7 @@ from typing import List
 
 import torch
 
-from ._common import Dynamics, Problem, SolverError, real_dtype
+from ._common import Dynamics, Problem, SolverError
 from ._event import bisect_event
 from ._interp import hermite_cubic, linear
 

@@ -150,7 +150,7 @@ class ThetaMethodSolver(FixedGridSolver):
                           f"(||G||={gn:.3e} > {self.newton_tol * wn:.3e}); the solution may be inaccurate. "
                           f"Try a smaller step_size or a larger max_newton_iters.", RuntimeWarning)
         if torch.is_grad_enabled():
-            fyg = fn(t1u, y)
+            fyg = dyn.call_t(t1u, y)
             r = base + ht * fyg
             if r.requires_grad:
                 y = solve_implicit(y, r, self._transposed_solver(t1u, y, ht))

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import List, Optional
+from typing import List
 
 import torch
 
-from ._common import (Dynamics, MaxNumStepsError, NonFiniteError, Problem, StepSizeUnderflowError,
-                      handle_unused)
+from ._common import Dynamics, MaxNumStepsError, NonFiniteError, Problem, StepSizeUnderflowError
 from ._controller import PIController
 from ._event import bisect_event
 from ._fixed import FixedGridSolver
