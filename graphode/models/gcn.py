@@ -130,6 +130,10 @@ class GCN(nn.Module):
         skips: layers that get the permanent skip from the start.
         alpha: skip ratio used for ``skips``.
         bias: whether the convolutions have biases.
+        sparse_input: when the input features are sparse (<= 10% nonzeros, as
+            bag-of-words features), draw the input dropout on the nonzeros only
+            and compute the first ``X W`` as a sparse-dense product (same
+            distribution, ~8x cheaper on Cora).  False: always dense.
     """
 
     def __init__(
@@ -145,6 +149,7 @@ class GCN(nn.Module):
         skips: Iterable[int] = (),
         alpha: float = 1.0,
         bias: bool = True,
+        sparse_input: bool = True,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -164,7 +169,7 @@ class GCN(nn.Module):
         self._norm: Optional[tuple] = None  # (Â graph, Â weights), built on first use
         self.record_hidden = False
         self.pre_activations: List[torch.Tensor] = []
-        self._sparse_input = _SparseInput()
+        self._sparse_input = _SparseInput() if sparse_input else None
         self.callbacks: List[Any] = [] if rewiring is None else [rewiring]
         self.reset_parameters()
         for l in skips:
@@ -225,7 +230,7 @@ class GCN(nn.Module):
         h0 = None
         L = self.num_layers
         for l, conv in enumerate(self.layers):
-            if l == 0:
+            if l == 0 and self._sparse_input is not None:
                 x = self._sparse_input(x, self.dropout, self.training)
             else:
                 x = dropout(x, self.dropout, self.training)
