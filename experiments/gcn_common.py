@@ -158,3 +158,38 @@ def fmt(cell) -> str:
 
 def setup_threads(n: int) -> None:
     torch.set_num_threads(max(1, int(n)))
+
+
+def base_parser(desc: str, epochs: int, seeds: int, patience: Optional[int]) -> argparse.ArgumentParser:
+    p = common_args(desc, epochs=epochs, seeds=seeds)
+    p.add_argument("--patience", type=int, default=patience,
+                   help="stop a run after this many epochs without a better validation accuracy "
+                        f"(the paper: none; default {patience})")
+    p.add_argument("--part", type=int, default=0, help="run only jobs part::nparts (for parallel processes)")
+    p.add_argument("--nparts", type=int, default=1)
+    return p
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def ours_config(**over) -> Dict[str, Any]:
+    """"Ours" (topology-aware init + gradient-guided rewiring) as measured in
+    docs/RESULTS.md: the code's init bound and the paper's gradient-flow rule."""
+    cfg = {"model": "gcn", "init": "isometric-code", "rewiring": "gradient_flow", "rewiring_p": 0.1,
+           "rewiring_alpha": 1.0}
+    cfg.update(over)
+    return cfg
+
+
+def register_baselines() -> None:
+    """Make the baselines buildable by name even before graphode.models.MODELS lists them."""
+    from graphode.models import MODELS, register_model
+    from graphode.models.baselines import BASELINE_MODELS
+
+    for k, v in BASELINE_MODELS.items():
+        if k not in MODELS:
+            register_model(k, v)

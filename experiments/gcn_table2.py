@@ -1,0 +1,56 @@
+"""Table 2 of "Old can be Gold": vanilla GCN with Glorot vs the topology-aware
+isometric initialisation, 2-12 layers, Cora and CiteSeer, public split.
+
+    .venv/bin/python experiments/gcn_table2.py --out experiments/results/gcn_table2.jsonl \
+        [--epochs 1500] [--seeds 10] [--layers 2 3 ... 12] [--inits glorot isometric isometric-code]
+    .venv/bin/python experiments/gcn_table2.py --out ... --summary-only
+
+Runs append to ``--out`` (one JSON line each; finished runs are skipped), so the
+grid can be split over processes with ``--part i --nparts n``.
+"""
+from __future__ import annotations
+
+from gcn_common import aggregate, base_parser, data_root, fmt, markdown_table, read_jsonl, run_grid, setup_threads
+
+PAPER = {  # test accuracy (%) from the paper's Table 2, layers 2..12
+    ("cora", "glorot"): [81.1, 81.9, 80.4, 79.9, 77.5, 77.1, 69.5, 28.2, 27.4, 30.1, 25.4],
+    ("cora", "isometric"): [83.0, 83.4, 80.6, 80.0, 81.2, 80.6, 80.4, 79.9, 80.1, 79.2, 78.5],
+    ("citeseer", "glorot"): [71.4, 67.6, 64.6, 63.7, 63.9, 24.1, 20.8, 22.3, 23.2, 22.9, 21.6],
+    ("citeseer", "isometric"): [71.7, 78.2, 68.3, 66.1, 66.2, 63.3, 62.8, 63.2, 62.9, 59.8, 61.9],
+}
+KEYS = ("dataset", "layers", "init", "seed", "patience", "epochs_cfg")
+
+
+def main(argv=None):
+    p = base_parser(__doc__, epochs=1500, seeds=10, patience=None)
+    p.add_argument("--datasets", nargs="+", default=["cora", "citeseer"])
+    p.add_argument("--layers", nargs="+", type=int, default=list(range(2, 13)))
+    p.add_argument("--inits", nargs="+", default=["glorot", "isometric", "isometric-code"])
+    a = p.parse_args(argv)
+    setup_threads(a.threads)
+    if not a.summary_only:
+        jobs = [dict(dataset=d, model="gcn", layers=L, init=i, seed=s, patience=a.patience)
+                for s in range(a.seeds) for d in a.datasets for L in a.layers for i in a.inits]
+        run_grid(jobs[a.part::a.nparts], a.out, KEYS, a.epochs, data_root(a.data_root))
+    print(summary(read_jsonl(a.out), a.epochs, a.datasets, a.layers, a.inits))
+
+
+def summary(records, epochs, datasets, layers, inits) -> str:
+    agg = aggregate(records, ("dataset", "layers", "init"), epochs)
+    out = []
+    for d in datasets:
+        header = ["init"] + [str(L) for L in layers]
+        rows = []
+        for i in inits:
+            cells = [fmt(agg.get((d, L, i))) for L in layers]
+            n = sorted({agg[(d, L, i)][2] for L in layers if (d, L, i) in agg})
+            rows.append([f"{i} (measured, n={'/'.join(map(str, n)) or 0})"] + cells)
+        for i, label in (("glorot", "GCN (paper)"), ("isometric", "GCN + init (paper)")):
+            if (d, i) in PAPER:
+                rows.append([label] + [f"{PAPER[(d, i)][L - 2]:.1f}" if 2 <= L <= 12 else "—" for L in layers])
+        out.append(f"**{d}** ({epochs} epochs max)\n\n" + markdown_table(header, rows))
+    return "\n\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
