@@ -79,8 +79,11 @@ class RegularizedFunc(nn.Module):
         if not self.needs_jacobian:
             dx = self.func(t, x)
             return (dx,) + tuple(fn(x, dx, None) for fn in self._fns)
+        grad_mode = torch.is_grad_enabled()
         with torch.enable_grad():
-            if not x.requires_grad:
+            # Without grad mode (the adjoint's forward solve) x may still claim
+            # requires_grad as a view of y0 made under no_grad: use a fresh leaf.
+            if not grad_mode or not x.requires_grad:
                 x = x.detach().requires_grad_(True)
             dx = self.func(t, x)
             regs = tuple(fn(x, dx, self.probe) for fn in self._fns)

@@ -182,7 +182,9 @@ class GRANDFunc(nn.Module):
             raise ValueError(f"unknown mode {mode!r}")
         self.graph = graph
         self.mode = mode
-        self.attention = attention if mode == "attention" else None
+        # Not registered as a submodule: the model owns the attention (one copy of
+        # its parameters in state_dict); own_parameters() lists them for the adjoint.
+        object.__setattr__(self, "attention", attention if mode == "attention" else None)
         self.alpha_train = nn.Parameter(torch.tensor(0.0))
         self.beta_train = nn.Parameter(torch.tensor(0.0)) if source_term else None
         self.max_nfe = max_nfe
@@ -247,7 +249,15 @@ class GRAND(nn.Module):
         adjoint: solve the gradients with :func:`graphode.solvers.odeint_adjoint`.
         adjoint_method, adjoint_rtol, adjoint_atol, adjoint_step_size: of the backward solve.
         solver_options: extra options for the method (e.g. ``{"linear_solver": "cg",
-            "symmetric": True}`` for ``implicit_euler``).
+            "symmetric": True}`` for ``implicit_euler``; GMRES by default, as Ā is
+            not symmetric).
+        semi_implicit: for ``implicit_euler`` / ``crank_nicolson``, give the solver the
+            linear operator ``L_k = σ(α)(Ā_k − I)`` (plus the source term, through the
+            constant state ``x0``), so that each step is one Krylov solve of
+            ``(I − τ L_k) x_{k+1} = x_k`` with exact matrix–vector products (the
+            paper's scheme; for GRAND-nl ``Ā`` is frozen at ``x_k`` over the step).
+            False: Newton–Krylov on ``f`` with JVPs (finite differences with the
+            compiled ops, which lack forward-mode AD).  Regularisers use Newton–Krylov.
         heads, attention_dim, attention_type: attention (see :class:`GraphAttention`).
         input_dropout, dropout: dropout before the encoder / before the decoder.
         self_loop_weight: > 0 adds self loops (attention, like the authors' code,
@@ -292,6 +302,7 @@ class GRAND(nn.Module):
         adjoint_atol: Optional[float] = None,
         adjoint_step_size: Optional[float] = None,
         solver_options: Optional[Dict[str, Any]] = None,
+        semi_implicit: bool = True,
         heads: int = 8,
         attention_dim: int = 128,
         attention_type: str = "scaled_dot",
@@ -328,6 +339,7 @@ class GRAND(nn.Module):
         self.adjoint_atol = float(adjoint_atol) if adjoint_atol is not None else self.atol
         self.adjoint_step_size = float(adjoint_step_size) if adjoint_step_size is not None else self.step_size
         self.solver_options = dict(solver_options or {})
+        self.semi_implicit = bool(semi_implicit)
         self.input_dropout = float(input_dropout)
         self.dropout = float(dropout)
         self.augment = bool(augment)
@@ -435,6 +447,40 @@ class GRAND(nn.Module):
         opts.update({k: v for k, v in self.solver_options.items() if k in allowed})
         return opts
 
+    def _semi_implicit_operator(self, d: int, source: bool):
+        """``L(t, y_k)`` for the θ-methods' operator form, on the state ``[x | s]``
+        (``s = x0``, constant) when there is a source term:
+
+        ``L_k [vx | vs] = [σ(α)(Ā_k vx − vx) + β vs | 0]``, with ``Ā_k`` the fixed
+        attention (GRAND-l) or ``Ā(x_k)`` frozen over the step (GRAND-nl), so a step
+        solves ``(I − τ L_k) y_{k+1} = y_k`` exactly: the paper's implicit scheme."""
+        func = self.odefunc
+
+        def operator(t, yk):
+            if func.mode == "fixed":
+                w = func.weight
+            else:
+                w = self.attention.edge_attention(func.graph, yk[:, :d]).mean(1)
+            a = torch.sigmoid(func.alpha_train)
+
+            def matvec(v):
+                func.nfe += 1
+                vx = v[:, :d]
+                out = a * (ops.spmm(func.graph, w, vx) - vx)
+                if source:
+                    out = torch.cat([out + func.beta_train * v[:, d:], torch.zeros_like(vx)], dim=1)
+                return out
+
+            return matvec
+
+        def field(t, y):  # the same vector field on [x | s] (for solver internals)
+            if not source:
+                return func(t, y)
+            fx = func(t, y[:, :d])
+            return torch.cat([fx, torch.zeros_like(fx)], dim=1)
+
+        return operator, field
+
     def _solve(self, x0: torch.Tensor) -> torch.Tensor:
         odeint, odeint_adjoint, _ = solver_functions()
         func = self.odefunc
@@ -455,6 +501,29 @@ class GRAND(nn.Module):
             extra.append(w_alias)
         if func.beta_train is not None:
             extra.append(x0_alias)
+        func.nfe = 0
+        opts = self._options(self.method, self.step_size)
+        kw = dict(method=self.method, rtol=self.rtol, atol=self.atol, options=opts)
+        semi = (self.semi_implicit and self.method in ("implicit_euler", "crank_nicolson")
+                and not training_regs)
+        if semi:
+            if self.adjoint and torch.is_grad_enabled():
+                raise ValueError(
+                    "adjoint=True with the semi-implicit operator form is not supported: the implicit "
+                    "steps already differentiate by the implicit function theorem (set adjoint: false), "
+                    "or set semi_implicit: false for Newton-Krylov steps")
+            d = x0.size(1)
+            source = func.beta_train is not None
+            operator, field = self._semi_implicit_operator(d, source)
+            opts["operator"] = operator
+            opts.pop("jvp", None)
+            y0 = torch.cat([x0, x0_alias], dim=1) if source else x0
+            out = odeint(field, y0, t, **kw)
+            z = out[1][:, :d]
+            self.nfe = func.nfe
+            self._nfe_after_forward = func.nfe
+            self._reg_states = None
+            return z
         if training_regs:
             from ..regularizers import RegularizedFunc
 
@@ -463,9 +532,6 @@ class GRAND(nn.Module):
             y0 = f.initial_state(x0)
         else:
             f, y0 = func, x0
-        kw = dict(method=self.method, rtol=self.rtol, atol=self.atol,
-                  options=self._options(self.method, self.step_size))
-        func.nfe = 0
         if self.adjoint and torch.is_grad_enabled():
             params = [p for p in func.own_parameters()] + [e for e in extra if e.requires_grad]
             out = odeint_adjoint(
@@ -526,6 +592,7 @@ def grand_kwargs(config: Dict[str, Any]) -> Dict[str, Any]:
         "adjoint_atol": float(c["adjoint_atol"]) if c.get("adjoint_atol") is not None else tsa * 1e-7,
         "adjoint_step_size": c.get("adjoint_step_size"),
         "solver_options": c.get("solver_options"),
+        "semi_implicit": bool(c.get("semi_implicit", True)),
         "heads": int(c.get("heads", 8)),
         "attention_dim": int(c.get("attention_dim", 128)),
         "attention_type": c.get("attention_type", "scaled_dot"),
