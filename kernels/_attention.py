@@ -46,6 +46,8 @@ Numerical stability
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import triton
 import triton.language as tl
@@ -57,7 +59,7 @@ from ._spmm import combine_sum
 # =========================================================================== edge_attention
 @triton.jit
 def _ea_fwd_kernel(
-    rowptr, col, q, k, out, lse_buf, ws_m, ws_l, chunks, n_chunks, H, D, scale, CHUNK,
+    rowptr, col, q, k, out, lse_buf, ws_m, ws_l, chunks, n_chunks, H, D, params, CHUNK,
     MODE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
 ):
@@ -65,6 +67,7 @@ def _ea_fwd_kernel(
     # MODE 1: a chunk of a heavy row, statistics (m, l) only -> ws_m, ws_l.
     # MODE 2: a chunk of a heavy row, writes a with the merged lse_buf[node].
     pid = tl.program_id(0).to(tl.int64)
+    scale = tl.load(params)  # [scale, 1/H] in the accumulator dtype (see _params)
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
     hm = h < H
@@ -114,13 +117,14 @@ def _ea_fwd_kernel(
 
 
 @triton.jit
-def _softmax_merge_kernel(ws_m, ws_l, ws_acc, out, lse, heavy, n_heavy, H, F, inv_h,
+def _softmax_merge_kernel(ws_m, ws_l, ws_acc, out, lse, heavy, n_heavy, H, F, params,
                           HAS_ACC: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_F: tl.constexpr):
     # Merge the (m, l[, acc]) states of the chunks of one heavy row:
     #   M = max_c m_c,  L = sum_c l_c e^{m_c - M},  A = sum_c acc_c e^{m_c - M}
     # done online in chunk order.  Writes lse[node] (program 0 of axis 1) and,
     # with HAS_ACC, out[node, f-block] = (1/H) sum_h A_h / L_h.
     r = tl.program_id(0).to(tl.int64)
+    inv_h = tl.load(params + 1)
     pf = tl.program_id(1)
     h = tl.arange(0, BLOCK_H)
     hm = h < H
@@ -152,7 +156,7 @@ def _softmax_merge_kernel(ws_m, ws_l, ws_acc, out, lse, heavy, n_heavy, H, F, in
 
 @triton.jit
 def _ea_bwd_rows_kernel(
-    rowptr, col, k, a, ga, gq, dot_buf, ws, chunks, n_chunks, H, D, scale, CHUNK,
+    rowptr, col, k, a, ga, gq, dot_buf, ws, chunks, n_chunks, H, D, params, CHUNK,
     MODE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
 ):
@@ -162,6 +166,7 @@ def _ea_bwd_rows_kernel(
     # MODE 1: chunk of a heavy row, partial dot -> ws [C, H].
     # MODE 2: chunk of a heavy row, partial grad_q with the merged dot -> ws [C, H*D].
     pid = tl.program_id(0).to(tl.int64)
+    scale = tl.load(params)  # [scale, 1/H] in the accumulator dtype (see _params)
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
     hm = h < H
@@ -216,13 +221,14 @@ def _ea_bwd_rows_kernel(
 
 @triton.jit
 def _ea_bwd_cols_kernel(
-    csc_ptr, csc_row, csc_perm, q, a, ga, dot_buf, gk, ws, chunks, n_chunks, H, D, scale, CHUNK,
+    csc_ptr, csc_row, csc_perm, q, a, ga, dot_buf, gk, ws, chunks, n_chunks, H, D, params, CHUNK,
     MODE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     ACC: tl.constexpr,
 ):
     # grad_k_j = scale * sum over out-edges e = j -> i of a_e (ga_e - dot_i) q_i,
     # one program per source j (CSC), so every grad_k row has a single writer.
     pid = tl.program_id(0).to(tl.int64)
+    scale = tl.load(params)  # [scale, 1/H] in the accumulator dtype (see _params)
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
     hm = h < H
@@ -265,7 +271,7 @@ def _ea_bwd_cols_kernel(
 # =========================================================================== attention_diffusion
 @triton.jit
 def _ad_fwd_kernel(
-    rowptr, col, q, k, x, out, lse, ws_m, ws_l, ws_acc, chunks, n_chunks, H, D, F, scale, inv_h, CHUNK,
+    rowptr, col, q, k, x, out, lse, ws_m, ws_l, ws_acc, chunks, n_chunks, H, D, F, params, CHUNK,
     MODE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_F: tl.constexpr, ACC: tl.constexpr,
 ):
@@ -275,6 +281,8 @@ def _ad_fwd_kernel(
     # F blocks recompute the (cheap, D-long) scores; for F <= 128 there is one.
     # MODE 0: light row -> out, lse.  MODE 1: chunk -> (m, l, acc) partials.
     pid = tl.program_id(0).to(tl.int64)
+    scale = tl.load(params)  # [scale, 1/H] in the accumulator dtype (see _params)
+    inv_h = tl.load(params + 1)
     pf = tl.program_id(1)
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
@@ -329,7 +337,7 @@ def _ad_fwd_kernel(
 
 @triton.jit
 def _ad_bwd_rows_kernel(
-    rowptr, col, q, k, x, g, lse, dterm, gq, ws, chunks, n_chunks, H, D, F, scale, inv_h, CHUNK,
+    rowptr, col, q, k, x, g, lse, dterm, gq, ws, chunks, n_chunks, H, D, F, params, CHUNK,
     MODE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_F: tl.constexpr, ACC: tl.constexpr,
 ):
@@ -340,6 +348,8 @@ def _ad_bwd_rows_kernel(
     # MODE 0: light row, both sweeps.  MODE 1: chunk, partial D -> ws [C, H].
     # MODE 2: chunk, partial grad_q with the merged D -> ws [C, H*D].
     pid = tl.program_id(0).to(tl.int64)
+    scale = tl.load(params)  # [scale, 1/H] in the accumulator dtype (see _params)
+    inv_h = tl.load(params + 1)
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
     hm = h < H
@@ -414,7 +424,7 @@ def _ad_bwd_rows_kernel(
 @triton.jit
 def _ad_bwd_cols_kernel(
     csc_ptr, csc_row, q, k, x, g, lse, dterm, gk, gx, ws_k, ws_x, chunks, n_chunks,
-    H, D, F, scale, inv_h, CHUNK,
+    H, D, F, params, CHUNK,
     MODE: tl.constexpr, NEED_QK: tl.constexpr, NEED_X: tl.constexpr,
     BLOCK_E: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr,
     ACC: tl.constexpr,
@@ -425,6 +435,8 @@ def _ad_bwd_cols_kernel(
     # program sweeps F for t and accumulates grad_x on its own block; grad_k is
     # written by the F-block-0 program.  MODE 0: light source.  MODE 1: chunk -> ws.
     pid = tl.program_id(0).to(tl.int64)
+    scale = tl.load(params)  # [scale, 1/H] in the accumulator dtype (see _params)
+    inv_h = tl.load(params + 1)
     pf = tl.program_id(1)
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
@@ -491,6 +503,30 @@ def _ad_bwd_cols_kernel(
 
 
 # =========================================================================== launchers
+_PARAMS: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+
+
+def _params(scale: float, H: int, like: torch.Tensor) -> torch.Tensor:
+    """``[scale, 1/H]`` as a 2-element device tensor in the accumulator dtype.
+
+    Triton passes Python floats as float32 scalars, which would round ``scale``
+    and ``1/H`` (e.g. 1/3) for float64 inputs; the kernels load them from this
+    tensor instead.  Cached per (scale, H, dtype, device), so a steady-state call
+    costs no host-to-device copy.
+    """
+    adt = C.acc_torch_dtype(like.dtype)
+    key = (float(scale), int(H), adt, like.device)
+    t = _PARAMS.get(key)
+    if t is None:
+        t = torch.tensor([float(scale), 1.0 / H], dtype=adt).to(like.device)
+        _PARAMS[key] = t
+        if len(_PARAMS) > 256:
+            _PARAMS.popitem(last=False)
+    else:
+        _PARAMS.move_to_end(key)
+    return t
+
+
 def _blocks(H: int, D: int, F: int = 0):
     BH, BD = C.next_pow2(H), C.next_pow2(D)
     BF = C.block_f(F) if F else 1
@@ -511,18 +547,19 @@ def edge_attention_forward(rowptr, col, row_plan, q, k, scale: float, chunk: int
     BE, BH, BD, _ = _blocks(H, D)
     ACC = C.acc_dtype(q.dtype)
     nw = C.num_warps(BE * BH * BD)
+    params = _params(scale, H, q)
     kw = dict(BLOCK_E=BE, BLOCK_H=BH, BLOCK_D=BD, ACC=ACC, num_warps=nw)
-    _ea_fwd_kernel[(N,)](rowptr, col, q, k, out, out, out, out, chunks, nc, H, D, scale, chunk, MODE=0, **kw)
+    _ea_fwd_kernel[(N,)](rowptr, col, q, k, out, out, out, out, chunks, nc, H, D, params, chunk, MODE=0, **kw)
     if nc:
         adt = C.acc_torch_dtype(q.dtype)
         ws_m = torch.empty(nc, H, dtype=adt, device=q.device)
         ws_l = torch.empty(nc, H, dtype=adt, device=q.device)
         lse = torch.empty(N, H, dtype=adt, device=q.device)
-        _ea_fwd_kernel[(nc,)](rowptr, col, q, k, out, lse, ws_m, ws_l, chunks, nc, H, D, scale, chunk, MODE=1, **kw)
+        _ea_fwd_kernel[(nc,)](rowptr, col, q, k, out, lse, ws_m, ws_l, chunks, nc, H, D, params, chunk, MODE=1, **kw)
         R = heavy.size(1)
-        _softmax_merge_kernel[(R, 1)](ws_m, ws_l, ws_m, lse, lse, heavy, R, H, 1, 1.0,
+        _softmax_merge_kernel[(R, 1)](ws_m, ws_l, ws_m, lse, lse, heavy, R, H, 1, params,
                                       HAS_ACC=False, BLOCK_H=BH, BLOCK_F=1, num_warps=1)
-        _ea_fwd_kernel[(nc,)](rowptr, col, q, k, out, lse, ws_m, ws_l, chunks, nc, H, D, scale, chunk, MODE=2, **kw)
+        _ea_fwd_kernel[(nc,)](rowptr, col, q, k, out, lse, ws_m, ws_l, chunks, nc, H, D, params, chunk, MODE=2, **kw)
     return out
 
 
@@ -540,25 +577,26 @@ def edge_attention_backward(grad_attn, attn, rowptr, col, csc_ptr, csc_row, csc_
     ACC = C.acc_dtype(q.dtype)
     adt = C.acc_torch_dtype(q.dtype)
     nw = C.num_warps(BE * BH * BD)
+    params = _params(scale, H, q)
     kw = dict(BLOCK_E=BE, BLOCK_H=BH, BLOCK_D=BD, ACC=ACC, num_warps=nw)
     dot = torch.empty(N, H, dtype=adt, device=q.device)
     heavy, chunks = row_plan
     nc = chunks.size(1)
-    _ea_bwd_rows_kernel[(N,)](rowptr, col, k, attn, ga, gq, dot, dot, chunks, nc, H, D, scale, chunk, MODE=0, **kw)
+    _ea_bwd_rows_kernel[(N,)](rowptr, col, k, attn, ga, gq, dot, dot, chunks, nc, H, D, params, chunk, MODE=0, **kw)
     if nc:
         ws = torch.empty(nc, H, dtype=adt, device=q.device)
-        _ea_bwd_rows_kernel[(nc,)](rowptr, col, k, attn, ga, gq, dot, ws, chunks, nc, H, D, scale, chunk, MODE=1, **kw)
+        _ea_bwd_rows_kernel[(nc,)](rowptr, col, k, attn, ga, gq, dot, ws, chunks, nc, H, D, params, chunk, MODE=1, **kw)
         combine_sum(ws, dot, heavy, H)
         ws = torch.empty(nc, H * D, dtype=adt, device=q.device)
-        _ea_bwd_rows_kernel[(nc,)](rowptr, col, k, attn, ga, gq, dot, ws, chunks, nc, H, D, scale, chunk, MODE=2, **kw)
+        _ea_bwd_rows_kernel[(nc,)](rowptr, col, k, attn, ga, gq, dot, ws, chunks, nc, H, D, params, chunk, MODE=2, **kw)
         combine_sum(ws, gq, heavy, H * D)
     heavy, chunks = col_plan
     nc = chunks.size(1)
-    _ea_bwd_cols_kernel[(N,)](csc_ptr, csc_row, csc_perm, q, attn, ga, dot, gk, gk, chunks, nc, H, D, scale, chunk,
+    _ea_bwd_cols_kernel[(N,)](csc_ptr, csc_row, csc_perm, q, attn, ga, dot, gk, gk, chunks, nc, H, D, params, chunk,
                               MODE=0, **kw)
     if nc:
         ws = torch.empty(nc, H * D, dtype=adt, device=q.device)
-        _ea_bwd_cols_kernel[(nc,)](csc_ptr, csc_row, csc_perm, q, attn, ga, dot, gk, ws, chunks, nc, H, D, scale,
+        _ea_bwd_cols_kernel[(nc,)](csc_ptr, csc_row, csc_perm, q, attn, ga, dot, gk, ws, chunks, nc, H, D, params,
                                    chunk, MODE=1, **kw)
         combine_sum(ws, gk, heavy, H * D)
     return gq, gk
@@ -579,20 +617,20 @@ def attention_diffusion_forward(rowptr, col, row_plan, q, k, x, scale: float, ch
     ACC = C.acc_dtype(q.dtype)
     nf = triton.cdiv(max(F, 1), BF)
     nw = C.num_warps(BE * BH * max(BD, BF))
-    inv_h = 1.0 / H
+    params = _params(scale, H, q)
     heavy, chunks = row_plan
     nc = chunks.size(1)
     kw = dict(BLOCK_E=BE, BLOCK_H=BH, BLOCK_D=BD, BLOCK_F=BF, ACC=ACC, num_warps=nw)
-    _ad_fwd_kernel[(N, nf)](rowptr, col, q, k, x, out, lse, lse, lse, lse, chunks, nc, H, D, F, scale, inv_h, chunk,
+    _ad_fwd_kernel[(N, nf)](rowptr, col, q, k, x, out, lse, lse, lse, lse, chunks, nc, H, D, F, params, chunk,
                             MODE=0, **kw)
     if nc:
         ws_m = torch.empty(nc, H, dtype=adt, device=q.device)
         ws_l = torch.empty(nc, H, dtype=adt, device=q.device)
         ws_acc = torch.empty(nc, H, max(F, 1), dtype=adt, device=q.device)
-        _ad_fwd_kernel[(nc, nf)](rowptr, col, q, k, x, out, lse, ws_m, ws_l, ws_acc, chunks, nc, H, D, F, scale,
-                                 inv_h, chunk, MODE=1, **kw)
+        _ad_fwd_kernel[(nc, nf)](rowptr, col, q, k, x, out, lse, ws_m, ws_l, ws_acc, chunks, nc, H, D, F, params,
+                                 chunk, MODE=1, **kw)
         R = heavy.size(1)
-        _softmax_merge_kernel[(R, nf)](ws_m, ws_l, ws_acc, out, lse, heavy, R, H, F, inv_h,
+        _softmax_merge_kernel[(R, nf)](ws_m, ws_l, ws_acc, out, lse, heavy, R, H, F, params,
                                        HAS_ACC=True, BLOCK_H=BH, BLOCK_F=BF, num_warps=C.num_warps(BH * BF))
     return out, lse
 
@@ -612,7 +650,7 @@ def attention_diffusion_backward(grad_out, lse, rowptr, col, csc_ptr, csc_row, r
     ACC = C.acc_dtype(q.dtype)
     nf = triton.cdiv(max(F, 1), BF)
     nw = C.num_warps(BE * BH * max(BD, BF))
-    inv_h = 1.0 / H
+    params = _params(scale, H, q)
     kw = dict(BLOCK_E=BE, BLOCK_H=BH, BLOCK_D=BD, BLOCK_F=BF, ACC=ACC, num_warps=nw)
     dterm = lse  # placeholder when grad_q/grad_k are not needed
     if need_qk:
@@ -621,16 +659,16 @@ def attention_diffusion_backward(grad_out, lse, rowptr, col, csc_ptr, csc_row, r
         dterm = torch.empty(N, H, dtype=adt, device=q.device)
         heavy, chunks = row_plan
         nc = chunks.size(1)
-        _ad_bwd_rows_kernel[(N,)](rowptr, col, q, k, x, g, lse, dterm, gq, dterm, chunks, nc, H, D, F, scale, inv_h,
+        _ad_bwd_rows_kernel[(N,)](rowptr, col, q, k, x, g, lse, dterm, gq, dterm, chunks, nc, H, D, F, params,
                                   chunk, MODE=0, **kw)
         if nc:
             ws = torch.empty(nc, H, dtype=adt, device=q.device)
-            _ad_bwd_rows_kernel[(nc,)](rowptr, col, q, k, x, g, lse, dterm, gq, ws, chunks, nc, H, D, F, scale,
-                                       inv_h, chunk, MODE=1, **kw)
+            _ad_bwd_rows_kernel[(nc,)](rowptr, col, q, k, x, g, lse, dterm, gq, ws, chunks, nc, H, D, F, params,
+                                       chunk, MODE=1, **kw)
             combine_sum(ws, dterm, heavy, H)
             ws = torch.empty(nc, H * D, dtype=adt, device=q.device)
-            _ad_bwd_rows_kernel[(nc,)](rowptr, col, q, k, x, g, lse, dterm, gq, ws, chunks, nc, H, D, F, scale,
-                                       inv_h, chunk, MODE=2, **kw)
+            _ad_bwd_rows_kernel[(nc,)](rowptr, col, q, k, x, g, lse, dterm, gq, ws, chunks, nc, H, D, F, params,
+                                       chunk, MODE=2, **kw)
             combine_sum(ws, gq, heavy, H * D)
     if need_x:
         gx = torch.empty_like(x)
@@ -641,12 +679,12 @@ def attention_diffusion_backward(grad_out, lse, rowptr, col, csc_ptr, csc_row, r
     # Without grad_x, one F block suffices (grad_k is owned by block 0).
     grid_f = nf if need_x else 1
     _ad_bwd_cols_kernel[(N, grid_f)](csc_ptr, csc_row, q, k, x, g, lse, dterm, gk_arg, gx_arg, lse, lse, chunks, nc,
-                                     H, D, F, scale, inv_h, chunk, MODE=0, NEED_QK=need_qk, NEED_X=need_x, **kw)
+                                     H, D, F, params, chunk, MODE=0, NEED_QK=need_qk, NEED_X=need_x, **kw)
     if nc:
         ws_k = torch.zeros(nc, H * D, dtype=adt, device=q.device) if need_qk else lse
         ws_x = torch.empty(nc, max(F, 1), dtype=adt, device=q.device) if need_x else lse
         _ad_bwd_cols_kernel[(nc, grid_f)](csc_ptr, csc_row, q, k, x, g, lse, dterm, gk_arg, gx_arg, ws_k, ws_x, chunks,
-                                          nc, H, D, F, scale, inv_h, chunk, MODE=1, NEED_QK=need_qk, NEED_X=need_x,
+                                          nc, H, D, F, params, chunk, MODE=1, NEED_QK=need_qk, NEED_X=need_x,
                                           **kw)
         if need_qk:
             combine_sum(ws_k, gk, heavy, H * D)
