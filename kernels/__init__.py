@@ -7,6 +7,9 @@ contiguous, one dtype, on the graph's device):
 * ``edge_attention(graph, q, k, scale)``
 * ``attention_diffusion(graph, q, k, x, scale)``
 
+plus the raw launchers (``*_raw``: plain tensors in, tensors out, no autograd)
+and the ``@triton.jit`` kernels (``*_kernel``).
+
 Each calls a ``torch.ops.graphode_triton.*`` custom op (see ``_ops``) with the
 graph's CSR/CSC arrays and its cached split plan for huge-degree rows (see
 ``_plan``), so all three are differentiable (the backward ops are Triton
@@ -35,6 +38,22 @@ from ._plan import build_plan, col_plan, get_split_edges, row_plan, set_split_ed
 from ._spmm import spmm_backward as spmm_backward_raw
 from ._spmm import spmm_forward as spmm_forward_raw
 
+# The @triton.jit kernels themselves (see the module docstrings for their grids).
+from ._attention import (  # noqa: E402
+    _ad_bwd_cols_kernel as attention_diffusion_bwd_cols_kernel,
+    _ad_bwd_rows_kernel as attention_diffusion_bwd_rows_kernel,
+    _ad_fwd_kernel as attention_diffusion_fwd_kernel,
+    _ea_bwd_cols_kernel as edge_attention_bwd_cols_kernel,
+    _ea_bwd_rows_kernel as edge_attention_bwd_rows_kernel,
+    _ea_fwd_kernel as edge_attention_fwd_kernel,
+    _softmax_merge_kernel as softmax_merge_kernel,
+)
+from ._spmm import (  # noqa: E402
+    _combine_sum_kernel as combine_sum_kernel,
+    _sddmm_kernel as sddmm_kernel,
+    _spmm_kernel as spmm_kernel,
+)
+
 __all__ = [
     "spmm",
     "edge_attention",
@@ -51,6 +70,16 @@ __all__ = [
     "edge_attention_backward_raw",
     "attention_diffusion_forward_raw",
     "attention_diffusion_backward_raw",
+    "spmm_kernel",
+    "sddmm_kernel",
+    "combine_sum_kernel",
+    "edge_attention_fwd_kernel",
+    "edge_attention_bwd_rows_kernel",
+    "edge_attention_bwd_cols_kernel",
+    "attention_diffusion_fwd_kernel",
+    "attention_diffusion_bwd_rows_kernel",
+    "attention_diffusion_bwd_cols_kernel",
+    "softmax_merge_kernel",
 ]
 
 
