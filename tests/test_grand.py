@@ -183,7 +183,7 @@ def test_nl_rw_prunes_by_attention(small):
 def test_implicit_solver_variant_trains(small):
     seed_everything(0)
     cfg = {**SMALL, "model": "grand-l", "method": "implicit_euler", "step_size": 0.5, "time": 2.0,
-           "epochs": 25, "lr": 0.05, "rtol": 1e-5, "atol": 1e-5}
+           "epochs": 15, "lr": 0.05, "rtol": 1e-5, "atol": 1e-5}
     m = build("grand-l", small, cfg)
     r = fit(m, small, cfg, seed=0, progress=False)
     h = r["history"]
