@@ -22,6 +22,7 @@ METHODS = {  # name in the table -> model config
     "PairNorm": {"model": "gcn-pairnorm"},
     "DropEdge": {"model": "gcn-dropedge"},
     "Ours (init + rewiring)": ours_config(),
+    "Ours, DE rule (code)": ours_config(rewiring="dirichlet_energy"),
 }
 PAPER = {  # Cora 2/16/32, CiteSeer 2/16/32 (test accuracy %, Table 3)
     "Vanilla GCN": [81.10, 21.49, 21.22, 71.46, 19.59, 20.29],
@@ -62,8 +63,9 @@ def summary(records, epochs, datasets, layers) -> str:
         if not any((d, L, m) in agg for d, L in cols):
             continue
         rows.append([m] + [fmt(agg.get((d, L, m))) for d, L in cols])
-        rows.append([f"  paper"] + [f"{PAPER[m][paper_cols.index(c)]:.1f}" if c in paper_cols else "—"
-                                    for c in cols])
+        if m in PAPER:
+            rows.append(["  paper"] + [f"{PAPER[m][paper_cols.index(c)]:.1f}" if c in paper_cols else "—"
+                                       for c in cols])
     ns = sorted({v[2] for v in agg.values()})
     return f"({epochs} epochs max, seeds per cell: {'/'.join(map(str, ns))})\n\n" + markdown_table(header, rows)
 

@@ -21,6 +21,7 @@ METHODS = {
     "JKNet": {"model": "jknet"},
     "APPNP": {"model": "appnp"},
     "Ours (init + rewiring)": ours_config(),
+    "Ours, DE rule (code)": ours_config(rewiring="dirichlet_energy"),
 }
 DATASETS = ["texas", "wisconsin", "cornell", "actor"]
 PAPER = {  # Table 6, 32 layers: Texas, Wisconsin, Cornell, Actor
@@ -58,7 +59,9 @@ def summary(records, epochs, datasets, layers) -> str:
         if not any((d, m) in agg for d in datasets):
             continue
         rows.append([m] + [fmt(agg.get((d, m))) for d in datasets])
-        rows.append(["  paper"] + [f"{PAPER[m][DATASETS.index(d)]:.1f}" if d in DATASETS else "—" for d in datasets])
+        if m in PAPER:
+            rows.append(["  paper"] + [f"{PAPER[m][DATASETS.index(d)]:.1f}" if d in DATASETS else "—"
+                                       for d in datasets])
     ns = sorted({v[2] for v in agg.values()})
     return (f"({layers} layers, {epochs} epochs max, splits per cell: {'/'.join(map(str, ns))})\n\n"
             + markdown_table(header, rows))
