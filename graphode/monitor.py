@@ -78,7 +78,7 @@ def _energy_terms(graph: Graph):
     w = torch.ones(graph.num_edges, device=graph.device) if w is None else w.to(torch.float32)
     dst, src, w = row[off], col[off], w[off]
     # D̃ = 1 + sum of the off-diagonal in-edge weights: the degree of A + I.
-    deg = torch.ones(graph.num_nodes, device=graph.device).index_add_(0, dst, w)
+    deg = torch.ones(graph.num_nodes, dtype=torch.float64, device=graph.device).index_add_(0, dst, w.double())
     hit = (src, dst, w, deg.rsqrt())
     graph._cache.update(zip(keys, hit))  # tensors only: Graph.to() moves its cache
     return hit
