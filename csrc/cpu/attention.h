@@ -142,12 +142,19 @@ GRAPHODE_INLINE void prefetch_row(const void* p, int64_t bytes) {
 }
 
 // s[t, h] = scale <q_i[h], k[idx[t], h]> for the n edges of a block.
+// Prefetches k rows (and the rows of x2 [N, F2], used next by the caller)
+// kPrefetchDistance edges ahead, across row ends up to idx[npf - 1].
 template <class T>
 inline void block_scores(const T* __restrict qi, const T* __restrict k, const int64_t* __restrict idx, int64_t n,
-                         int64_t H, int64_t D, T scale, T* __restrict s) {
+                         int64_t H, int64_t D, T scale, T* __restrict s, int64_t npf, const T* x2 = nullptr,
+                         int64_t F2 = 0) {
   const int64_t HD = H * D;
   for (int64_t t = 0; t < n; ++t) {
-    if (t + kPrefetchDistance < n) prefetch_row(k + idx[t + kPrefetchDistance] * HD, HD * int64_t(sizeof(T)));
+    if (t + kPrefetchDistance < npf) {
+      const int64_t jp = idx[t + kPrefetchDistance];
+      prefetch_row(k + jp * HD, HD * int64_t(sizeof(T)));
+      if (x2) prefetch_row(x2 + jp * F2, F2 * int64_t(sizeof(T)));
+    }
     const T* kj = k + idx[t] * HD;
     for (int64_t h = 0; h < H; ++h) s[t * H + h] = scale * dot(qi + h * D, kj + h * D, D);
   }
@@ -156,9 +163,9 @@ inline void block_scores(const T* __restrict qi, const T* __restrict k, const in
 // tt[t] = <g, x[idx[t]]> for the n edges of a block.
 template <class T>
 inline void block_dots(const T* __restrict gi, const T* __restrict x, const int64_t* __restrict idx, int64_t n,
-                       int64_t F, T* __restrict tt) {
+                       int64_t F, T* __restrict tt, int64_t npf) {
   for (int64_t t = 0; t < n; ++t) {
-    if (t + kPrefetchDistance < n) prefetch_row(x + idx[t + kPrefetchDistance] * F, F * int64_t(sizeof(T)));
+    if (t + kPrefetchDistance < npf) prefetch_row(x + idx[t + kPrefetchDistance] * F, F * int64_t(sizeof(T)));
     tt[t] = dot(gi, x + idx[t] * F, F);
   }
 }
@@ -211,6 +218,7 @@ int edge_attention_forward(const GraphView& g, const T* q, const T* k, int64_t H
   for_each_row_part(
       g.rowptr, N, E, nt, [&] { return std::vector<T>(3 * hr.HR + 2 * H); },
       [&](int64_t r0, int64_t r1, std::vector<T>& buf) {
+        const int64_t part_end = g.rowptr[r1];
         T* rep = buf.data();
         T* mrep = rep + hr.HR;
         T* lrep = mrep + hr.HR;
@@ -225,7 +233,7 @@ int edge_attention_forward(const GraphView& g, const T* q, const T* k, int64_t H
             fill(a, T(0), n * H);
             continue;
           }
-          block_scores(q + i * H * D, k, g.col + e0, n, H, D, scale, a);
+          block_scores(q + i * H * D, k, g.col + e0, n, H, D, scale, a, part_end - e0);
           heads_max(hr, a, n, rep, m);  // max shift: every exp argument <= 0
           rep_fill(hr, m, mrep);
           heads_exp(hr, a, n, mrep, rep, l);
@@ -259,6 +267,7 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
   for_each_row_part(
       g.rowptr, N, E, nt, [&] { return std::vector<T>(HD + 2 * H + hr.HR); },
       [&](int64_t r0, int64_t r1, std::vector<T>& buf) {
+        const int64_t part_end = g.rowptr[r1];
         T* gq = buf.data();
         T* r = gq + HD;
         T* rep = r + H;
@@ -277,7 +286,7 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
           }
           fill(gq, T(0), HD);
           for (int64_t t = 0; t < n; ++t) {
-            if (t + kPrefetchDistance < n) prefetch_row(k + g.col[e0 + t + kPrefetchDistance] * HD, HD * sizeof(T));
+            if (e0 + t + kPrefetchDistance < part_end) prefetch_row(k + g.col[e0 + t + kPrefetchDistance] * HD, HD * sizeof(T));
             const T* kj = k + g.col[e0 + t] * HD;
             for (int64_t h = 0; h < H; ++h) {
               const T ds = a[t * H + h] * (ga[t * H + h] - r[h]);
@@ -291,6 +300,7 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
   for_each_row_part(
       g.csc_ptr, N, E, nt, [&] { return std::vector<T>(HD); },
       [&](int64_t c0, int64_t c1, std::vector<T>& buf) {
+        const int64_t part_end = g.csc_ptr[c1];
         T* gk = buf.data();
         for (int64_t j = c0; j < c1; ++j) {
           const int64_t p0 = g.csc_ptr[j], p1 = g.csc_ptr[j + 1];
@@ -302,7 +312,7 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
           }
           fill(gk, T(0), HD);
           for (int64_t p = p0; p < p1; ++p) {
-            if (p + kPrefetchDistance < p1) {
+            if (p + kPrefetchDistance < part_end) {
               const int64_t pp = p + kPrefetchDistance;
               prefetch_row(q + g.csc_row[pp] * HD, HD * sizeof(T));
               GRAPHODE_PREFETCH(attn + g.csc_perm[pp] * H);
@@ -362,6 +372,7 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
   for_each_row_part(
       g.rowptr, N, E, nt, [&] { return std::vector<T>(scratch_size); },
       [&](int64_t r0, int64_t r1, std::vector<T>& buf) {
+        const int64_t part_end = g.rowptr[r1];
         T* s = buf.data();           // [kAttnBlock, H] scores, then exps
         T* c = s + kAttnBlock * H;   // [kAttnBlock] head-averaged weights
         T* rep = c + kAttnBlock;     // [HR] reduction scratch
@@ -387,7 +398,7 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
           fill(l, T(0), H);
           for (int64_t b = e0; b < e1; b += kAttnBlock) {
             const int64_t nb = std::min(kAttnBlock, e1 - b);
-            block_scores(qi, k, g.col + b, nb, H, D, scale, s);
+            block_scores(qi, k, g.col + b, nb, H, D, scale, s, part_end - b, x, F);
             heads_max(hr, s, nb, rep, bm);
             for (int64_t h = 0; h < H; ++h) {
               const T mn = std::max(m[h], bm[h]);
@@ -404,16 +415,16 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
           if (n <= kAttnBlock) {
             for (int64_t h = 0; h < H; ++h) w[h] = invH / l[h];
             heads_combine(s, n, H, w, c);
-            gather_axpy(n, g.col + e0, c, x, F, yi, /*accumulate=*/false);
+            gather_axpy(n, g.col + e0, c, x, F, yi, /*accumulate=*/false, part_end - e0);
           } else {
             rep_fill(hr, lsei, mrep);
             fill(w, invH, H);
             for (int64_t b = e0; b < e1; b += kAttnBlock) {
               const int64_t nb = std::min(kAttnBlock, e1 - b);
-              block_scores(qi, k, g.col + b, nb, H, D, scale, s);
+              block_scores(qi, k, g.col + b, nb, H, D, scale, s, part_end - b, x, F);
               heads_exp(hr, s, nb, mrep, rep, static_cast<T*>(nullptr));
               heads_combine(s, nb, H, w, c);
-              gather_axpy(nb, g.col + b, c, x, F, yi, /*accumulate=*/b != e0);
+              gather_axpy(nb, g.col + b, c, x, F, yi, /*accumulate=*/b != e0, part_end - b);
             }
           }
         }
@@ -461,6 +472,7 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
     for_each_row_part(
         g.rowptr, N, E, nt, [&] { return std::vector<T>(scratch_size); },
         [&](int64_t r0, int64_t r1, std::vector<T>& buf) {
+          const int64_t part_end = g.rowptr[r1];
           T* a = buf.data();             // [kAttnBlock, H] attention of the block
           T* tt = a + kAttnBlock * H;    // [kAttnBlock] t_ij
           T* gq = tt + kAttnBlock;       // [HD] grad_q accumulator
@@ -470,9 +482,9 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
           T* tmp = Dh + H;               // [H]
           auto block = [&](int64_t i, int64_t b, int64_t nb) {
             // a = exp(scale <q_i, k_j> - lse_i), t = <g_i, x_j>
-            block_scores(q + i * HD, k, g.col + b, nb, H, D, scale, a);
+            block_scores(q + i * HD, k, g.col + b, nb, H, D, scale, a, part_end - b, x, F);
             heads_exp(hr, a, nb, lrep, rep, static_cast<T*>(nullptr));
-            block_dots(grad + i * F, x, g.col + b, nb, F, tt);
+            block_dots(grad + i * F, x, g.col + b, nb, F, tt, part_end - b);
           };
           for (int64_t i = r0; i < r1; ++i) {
             const int64_t e0 = g.rowptr[i], e1 = g.rowptr[i + 1], n = e1 - e0;
@@ -519,6 +531,7 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
   for_each_row_part(
       g.csc_ptr, N, E, nt, [&] { return std::vector<T>(HD + 2 * Hp); },
       [&](int64_t c0, int64_t c1, std::vector<T>& buf) {
+        const int64_t part_end = g.csc_ptr[c1];
         T* gk = buf.data();
         T* av = gk + HD;  // [Hp] a_ijh of the current edge (padded for exp_inplace)
         T* ds = av + Hp;  // [Hp]
@@ -535,7 +548,7 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
           const T* kj = k + j * HD;
           const T* xj = x + j * F;
           for (int64_t p = p0; p < p1; ++p) {
-            if (p + kPrefetchDistance < p1) {
+            if (p + kPrefetchDistance < part_end) {
               const int64_t ip = g.csc_row[p + kPrefetchDistance];
               prefetch_row(q + ip * HD, HD * sizeof(T));
               prefetch_row(grad + ip * F, F * sizeof(T));

@@ -87,7 +87,12 @@ struct GraphView {
 // ---------------------------------------------------------------- threading
 constexpr int64_t kPartsPerThread = 8;
 // Below this many scalar multiply-adds, a parallel region costs more than it saves.
-constexpr int64_t kSerialWork = int64_t(1) << 15;
+// (Each unit is about one multiply-add of an edge; 2^18 is ~50-100 us of
+// work on one core, more than waking a sleeping worker costs on an idle
+// machine.  On an oversubscribed machine a woken worker can wait milliseconds
+// for a core: set OMP_DYNAMIC=true there and libgomp sizes every parallel
+// region by the load average.)
+constexpr int64_t kSerialWork = int64_t(1) << 18;
 
 inline int max_threads() {
 #ifdef _OPENMP
@@ -254,7 +259,7 @@ constexpr int64_t kPrefetchDistance = 8;
 template <class T, int NV>
 GRAPHODE_INLINE void gather_axpy_tile(int64_t n, const int64_t* __restrict idx, const T* __restrict coef,
                                       const T* __restrict x, int64_t F, int64_t f0, T* __restrict y,
-                                      bool accumulate) {
+                                      bool accumulate, int64_t npf) {
   using S = Simd<T>;
   constexpr int64_t W = S::W;
   constexpr int64_t kLineElems = 64 / sizeof(T);
@@ -263,7 +268,7 @@ GRAPHODE_INLINE void gather_axpy_tile(int64_t n, const int64_t* __restrict idx, 
   for (int v = 0; v < NV; ++v) acc[v] = accumulate ? S::load(y + f0 + v * W) : S::zero();
   const T* xf = x + f0;
   for (int64_t t = 0; t < n; ++t) {
-    if (t + kPrefetchDistance < n) {
+    if (t + kPrefetchDistance < npf) {
       const T* pr = xf + idx[t + kPrefetchDistance] * F;
 #pragma GCC unroll 16
       for (int64_t l = 0; l < NV * W; l += kLineElems) GRAPHODE_PREFETCH(pr + l);
@@ -287,12 +292,12 @@ struct Tile {
 // The remaining nvec (< NV) whole vectors of a row, as one tile of nvec vectors.
 template <class T, int K>
 GRAPHODE_INLINE void gather_axpy_rest(int64_t nvec, int64_t n, const int64_t* idx, const T* coef, const T* x,
-                                      int64_t F, int64_t f0, T* y, bool accumulate) {
+                                      int64_t F, int64_t f0, T* y, bool accumulate, int64_t npf) {
   if constexpr (K >= 1) {
     if (nvec == K)
-      gather_axpy_tile<T, K>(n, idx, coef, x, F, f0, y, accumulate);
+      gather_axpy_tile<T, K>(n, idx, coef, x, F, f0, y, accumulate, npf);
     else
-      gather_axpy_rest<T, K - 1>(nvec, n, idx, coef, x, F, f0, y, accumulate);
+      gather_axpy_rest<T, K - 1>(nvec, n, idx, coef, x, F, f0, y, accumulate, npf);
   }
 }
 
@@ -303,16 +308,20 @@ GRAPHODE_INLINE void gather_axpy_rest(int64_t nvec, int64_t n, const int64_t* id
 // transposed passes.  F is cut into register tiles whose partial sums stay in
 // vector registers over the whole edge list, so an edge costs F/W loads and
 // F/W FMAs and the output row is written once; the next rows are prefetched.
-// accumulate=false overwrites y (no separate zeroing pass).
+// accumulate=false overwrites y (no separate zeroing pass).  Prefetching runs
+// kPrefetchDistance entries ahead in idx, across the end of this row up to
+// idx[npf - 1] (the end of the caller's part): most rows of power-law graphs
+// are shorter than the prefetch distance.
 template <class T>
 inline void gather_axpy(int64_t n, const int64_t* __restrict idx, const T* __restrict coef, const T* __restrict x,
-                        int64_t F, T* __restrict y, bool accumulate) {
+                        int64_t F, T* __restrict y, bool accumulate, int64_t npf = -1) {
+  if (npf < n) npf = n;
   using S = Simd<T>;
   constexpr int64_t W = S::W;
   constexpr int NV = Tile<T>::NV;
   int64_t f0 = 0;
-  for (; f0 + NV * W <= F; f0 += NV * W) gather_axpy_tile<T, NV>(n, idx, coef, x, F, f0, y, accumulate);
-  gather_axpy_rest<T, NV - 1>((F - f0) / W, n, idx, coef, x, F, f0, y, accumulate);  // < NV vectors left
+  for (; f0 + NV * W <= F; f0 += NV * W) gather_axpy_tile<T, NV>(n, idx, coef, x, F, f0, y, accumulate, npf);
+  gather_axpy_rest<T, NV - 1>((F - f0) / W, n, idx, coef, x, F, f0, y, accumulate, npf);  // < NV vectors left
   f0 += (F - f0) / W * W;
   const int64_t rem = F - f0;  // scalar tail (< W features)
   if (rem > 0) {

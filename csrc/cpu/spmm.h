@@ -30,6 +30,7 @@ int spmm_forward(const GraphView& g, const T* w, const T* x, int64_t F, T* y, in
   for_each_row_part(
       g.rowptr, N, E, nt, [] { return 0; },
       [&](int64_t r0, int64_t r1, int&) {
+        const int64_t part_end = g.rowptr[r1];
         for (int64_t i = r0; i < r1; ++i) {
           const int64_t e0 = g.rowptr[i], n = g.rowptr[i + 1] - e0;
           T* yi = y + i * F;
@@ -38,7 +39,7 @@ int spmm_forward(const GraphView& g, const T* w, const T* x, int64_t F, T* y, in
             fill(yi, T(0), F);
             continue;
           }
-          gather_axpy(n, g.col + e0, w + e0, x, F, yi, /*accumulate=*/false);
+          gather_axpy(n, g.col + e0, w + e0, x, F, yi, /*accumulate=*/false, part_end - e0);
         }
       });
   return err;
@@ -78,6 +79,7 @@ int spmm_backward(const GraphView& g, const T* grad, const T* w, const T* x, int
         g.csc_ptr, N, E, nt, [] { return std::vector<T>(kSpmmBlock); },
         [&](int64_t c0, int64_t c1, std::vector<T>& wbuf) {
           T* wb = wbuf.data();
+          const int64_t part_end = g.csc_ptr[c1];
           for (int64_t j = c0; j < c1; ++j) {
             const int64_t p0 = g.csc_ptr[j], p1 = g.csc_ptr[j + 1];
             T* gxj = grad_x + j * F;
@@ -97,7 +99,7 @@ int spmm_backward(const GraphView& g, const T* grad, const T* w, const T* x, int
             for (int64_t b = p0; b < p1; b += kSpmmBlock) {
               const int64_t nb = std::min(kSpmmBlock, p1 - b);
               for (int64_t t = 0; t < nb; ++t) wb[t] = w[g.csc_perm[b + t]];
-              gather_axpy(nb, g.csc_row + b, wb, grad, F, gxj, /*accumulate=*/b != p0);
+              gather_axpy(nb, g.csc_row + b, wb, grad, F, gxj, /*accumulate=*/b != p0, part_end - b);
             }
           }
         });
