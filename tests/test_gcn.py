@@ -194,3 +194,14 @@ def test_deep_gcn_learns_with_init_and_rewiring_but_not_with_glorot():
     assert r_plain["val_acc"] <= 0.45, r_plain["val_acc"]
     assert r_ours["val_acc"] - r_plain["val_acc"] >= 0.25
     assert elapsed < 120, f"took {elapsed:.0f} s"
+
+
+def test_warns_when_rewiring_callback_is_not_started():
+    from graphode.train._rewiring import GradientGuidedRewiring
+
+    g = _graph()
+    m = GCN(5, 8, 3, 4, g, rewiring=GradientGuidedRewiring())
+    x = torch.randn(12, 5)
+    with pytest.warns(RuntimeWarning, match="never started"):
+        for _ in range(3):
+            m(x)

@@ -171,6 +171,7 @@ class GCN(nn.Module):
         self.pre_activations: List[torch.Tensor] = []
         self._sparse_input = _SparseInput() if sparse_input else None
         self.callbacks: List[Any] = [] if rewiring is None else [rewiring]
+        self._train_forwards, self._warned = 0, False
         self.reset_parameters()
         for l in skips:
             if not self.add_skip(int(l), alpha):
@@ -207,6 +208,19 @@ class GCN(nn.Module):
         """Layers that have a skip connection."""
         return [int(i) for i in torch.nonzero(self.skip_alpha).view(-1)]
 
+    def _check_callbacks_started(self) -> None:
+        self._train_forwards += 1
+        if self._train_forwards >= 3 and any(getattr(cb, "started", True) is False for cb in self.callbacks):
+            import warnings
+
+            warnings.warn(
+                "GCN: the rewiring callback in model.callbacks was never started; hand model.callbacks "
+                "to the trainer (fit(..., callbacks=model.callbacks)) or no skip will ever be added",
+                RuntimeWarning, stacklevel=3)
+            self._warned = True
+        elif self._train_forwards >= 3:
+            self._warned = True
+
     # ------------------------------------------------------------------ graph
     def normalized_graph(self, device=None):
         """``(graph with self loops, Â weights)``, cached (moved to ``device`` if needed)."""
@@ -221,6 +235,8 @@ class GCN(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.callbacks and not self._warned:
+            self._check_callbacks_started()
         g, w = self.normalized_graph(x.device)
         if w.dtype != x.dtype:
             w = w.to(x.dtype)

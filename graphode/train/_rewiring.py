@@ -84,6 +84,7 @@ class GradientGuidedRewiring:
         self.skips: Dict[int, int] = {}
         self.history: List[List[float]] = []
         self._graph = None
+        self.started = False  # set by on_train_begin (models warn when nobody calls it)
 
     def __repr__(self) -> str:
         ratio = f"p={self.p}" if self.criterion == "gradient_flow" else f"threshold={self.threshold}"
@@ -135,6 +136,7 @@ class GradientGuidedRewiring:
     def on_train_begin(self, trainer) -> None:
         model = trainer.model
         self._check_model(model)
+        self.started = True
         if self.criterion == "dirichlet_energy":
             model.record_hidden = True
             from ..monitor import _trainer_graph
