@@ -53,13 +53,14 @@ def main(argv=None):
         r = train_one("gcn", ds, cfg, a.seed, a.epochs, extra_callbacks=[mon])
         gf, de = mon.array("grad_norm"), mon.array("dirichlet_energy")
         arrays[f"{name}_gf"], arrays[f"{name}_de"] = gf, de
-        tag = f"{TITLES[name]}: test {100 * r['test_acc']:.1f}%"
-        if r["skips"]:
-            tag += f", skips {r['skips']}"
+        tag = f"{TITLES[name]} ({a.layers} layers, Cora): test {100 * r['test_acc']:.1f}%"
+        tag += f"\nskips at layers {[s + 1 for s in r['skips']]}" if r["skips"] else "\nno skips"
         plot_heatmap(gf, os.path.join(a.out_dir, f"gcn_gf_{name}.png"),
-                     title=f"gradient flow ||dL/dW_l||_2, {tag}", log=True, cbar_label="log10 GF")
+                     title=f"gradient flow ||dL/dW_l||_2 -- {tag}", log=True, cbar_label="log10 GF",
+                     ylabel="layer (1 = input)")
         plot_heatmap(de, os.path.join(a.out_dir, f"gcn_de_{name}.png"),
-                     title=f"Dirichlet energy (pre-ReLU), {tag}", log=True, cbar_label="log10 E")
+                     title=f"Dirichlet energy of pre-ReLU output -- {tag}", log=True, cbar_label="log10 E",
+                     ylabel="layer (1 = input)")
         print(f"{name}: test {r['test_acc']:.3f} val {r['val_acc']:.3f} skips {r['skips']} "
               f"({r['time_s']:.0f} s)", flush=True)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
