@@ -92,6 +92,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--method", default=None, help="ODE solver method (dopri5, rk4, implicit_euler, ...)")
     p.add_argument("--adjoint", action="store_true", default=None, help="use the adjoint method")
     p.add_argument("--device", default=None, help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads while training (GRAND on Cora-sized graphs is fastest with 1)")
     p.add_argument("--layers", type=int, default=None, help="number of layers (deep GCN models)")
     p.add_argument("--init", default=None, help="weight initialisation name (deep GCN models)")
     p.add_argument("--rewiring", default=None, help="rewiring name (deep GCN models)")
@@ -113,7 +115,7 @@ def _resolve_config(args) -> Dict[str, Any]:
     cfg["model"] = model
     cfg["dataset"] = args.dataset
     cfg["split"] = args.split
-    for key in ("epochs", "method", "device", "layers", "init", "rewiring"):
+    for key in ("epochs", "method", "device", "layers", "init", "rewiring", "threads"):
         v = getattr(args, key, None)
         if v is not None:
             cfg[key] = v

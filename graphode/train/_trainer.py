@@ -61,6 +61,7 @@ DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
     "deterministic": True,
     "device": "cpu",
     "checkpoint_every": 1,
+    "threads": None,  # torch intra-op threads during fit (None: leave torch's setting)
 }
 
 _OPTIMIZERS = ("adam", "adamw", "adamax", "rmsprop", "sgd")
@@ -273,6 +274,9 @@ class Trainer:
     def fit(self, epochs: Optional[int] = None, checkpoint: Optional[str] = None,
             resume: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
         epochs = int(epochs if epochs is not None else self.config.get("epochs", 100))
+        prev_threads = torch.get_num_threads()
+        if self.config.get("threads"):
+            torch.set_num_threads(int(self.config["threads"]))
         prev_det = torch.are_deterministic_algorithms_enabled()
         prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
         if self.config.get("deterministic", True):
@@ -297,6 +301,7 @@ class Trainer:
                 _atomic_save(self.state_dict(), checkpoint)
         finally:
             torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
+            torch.set_num_threads(prev_threads)
         return self.result(epochs)
 
     def _loop(self, start: int, epochs: int, checkpoint: Optional[str], progress: bool) -> None:
@@ -403,7 +408,7 @@ def fit(
             ``[N]``, masks ``[N]``; for ``[N, S]`` masks split 0 is used).
         config: ``optimizer`` (adam, adamw, adamax, rmsprop, sgd), ``lr``,
             ``weight_decay``, ``momentum``, ``epochs``, ``patience``,
-            ``deterministic``, ``device``, ``checkpoint_every`` (see
+            ``deterministic``, ``device``, ``checkpoint_every``, ``threads`` (see
             :data:`DEFAULT_TRAIN_CONFIG`); other keys are ignored here.
         callbacks: objects implementing (part of) the protocol in
             :mod:`graphode.train._callbacks`.
