@@ -15,6 +15,8 @@
 // memory footprint is O(threads * kAttnBlock * H) whatever the degrees are.
 #pragma once
 
+#include <memory>
+
 #include "cpu/common.h"
 
 namespace graphode {
@@ -60,28 +62,42 @@ GRAPHODE_INLINE void flat_chunks(int64_t total, int64_t HR, VecOp vop, ScalarOp 
   for (; c + u < total; ++u) sop(c + u, u);
 }
 
+// rep[u] = v[u % H] for u < used (default HR; HR and used are multiples of H,
+// so no division is needed).
 template <class T>
-inline void rep_fill(const HeadRep<T>& hr, const T* v, T* rep) {
-  for (int64_t u = 0; u < hr.HR; ++u) rep[u] = v[u % hr.H];
+inline void rep_fill(const HeadRep<T>& hr, const T* v, T* rep, int64_t used = -1) {
+  if (used < 0) used = hr.HR;
+  for (int64_t u0 = 0; u0 < used; u0 += hr.H)
+    for (int64_t h = 0; h < hr.H; ++h) rep[u0 + h] = v[h];
+}
+
+// The reductions below only touch the first `used` = min(HR, n H) entries of
+// their rep scratch (a multiple of H); the folds read just those.
+template <class T>
+inline int64_t rep_used(const HeadRep<T>& hr, int64_t n) {
+  return std::min(hr.HR, n * hr.H);
 }
 
 template <class T>
-inline void rep_fold_max(const HeadRep<T>& hr, const T* rep, T* m) {
+inline void rep_fold_max(const HeadRep<T>& hr, const T* rep, int64_t used, T* m) {
   for (int64_t h = 0; h < hr.H; ++h) m[h] = neg_inf<T>();
-  for (int64_t u = 0; u < hr.HR; ++u) m[u % hr.H] = std::max(m[u % hr.H], rep[u]);
+  for (int64_t u0 = 0; u0 < used; u0 += hr.H)
+    for (int64_t h = 0; h < hr.H; ++h) m[h] = std::max(m[h], rep[u0 + h]);
 }
 
 template <class T>
-inline void rep_fold_sum(const HeadRep<T>& hr, const T* rep, T* m) {
+inline void rep_fold_sum(const HeadRep<T>& hr, const T* rep, int64_t used, T* m) {
   for (int64_t h = 0; h < hr.H; ++h) m[h] = T(0);
-  for (int64_t u = 0; u < hr.HR; ++u) m[u % hr.H] += rep[u];
+  for (int64_t u0 = 0; u0 < used; u0 += hr.H)
+    for (int64_t h = 0; h < hr.H; ++h) m[h] += rep[u0 + h];
 }
 
 // m[h] = max_t s[t, h]   (rep: HR scratch)
 template <class T>
 inline void heads_max(const HeadRep<T>& hr, const T* __restrict s, int64_t n, T* __restrict rep, T* m) {
   using S = Simd<T>;
-  fill(rep, neg_inf<T>(), hr.HR);
+  const int64_t used = rep_used(hr, n);
+  fill(rep, neg_inf<T>(), used);
   flat_chunks<T>(
       n * hr.H, hr.HR,
       [&](int64_t i, int64_t u) {
@@ -89,7 +105,7 @@ inline void heads_max(const HeadRep<T>& hr, const T* __restrict s, int64_t n, T*
         S::store(rep + u, a > r ? a : r);
       },
       [&](int64_t i, int64_t u) { rep[u] = s[i] > rep[u] ? s[i] : rep[u]; });
-  rep_fold_max(hr, rep, m);
+  rep_fold_max(hr, rep, used, m);
 }
 
 // s[t, h] = exp(s[t, h] - subrep[h]);  if sum: sum[h] = sum_t s[t, h]
@@ -97,20 +113,21 @@ template <class T>
 inline void heads_exp(const HeadRep<T>& hr, T* __restrict s, int64_t n, const T* __restrict subrep,
                       T* __restrict rep, T* sum) {
   using S = Simd<T>;
-  fill(rep, T(0), hr.HR);
+  const int64_t used = rep_used(hr, n);
+  if (sum) fill(rep, T(0), used);
   flat_chunks<T>(
       n * hr.H, hr.HR,
       [&](int64_t i, int64_t u) {
         const typename S::vec v = exp_vec(S::load(s + i) - S::load(subrep + u));
         S::store(s + i, v);
-        S::store(rep + u, S::load(rep + u) + v);
+        if (sum) S::store(rep + u, S::load(rep + u) + v);
       },
       [&](int64_t i, int64_t u) {
         const T v = exp_scalar(s[i] - subrep[u]);
         s[i] = v;
-        rep[u] += v;
+        if (sum) rep[u] += v;
       });
-  if (sum) rep_fold_sum(hr, rep, sum);
+  if (sum) rep_fold_sum(hr, rep, used, sum);
 }
 
 // s[t, h] *= mulrep[h]
@@ -127,12 +144,13 @@ template <class T>
 inline void heads_dot(const HeadRep<T>& hr, const T* __restrict a, const T* __restrict b, int64_t n,
                       T* __restrict rep, T* sum) {
   using S = Simd<T>;
-  fill(rep, T(0), hr.HR);
+  const int64_t used = rep_used(hr, n);
+  fill(rep, T(0), used);
   flat_chunks<T>(
       n * hr.H, hr.HR,
       [&](int64_t i, int64_t u) { S::store(rep + u, S::load(rep + u) + S::load(a + i) * S::load(b + i)); },
       [&](int64_t i, int64_t u) { rep[u] += a[i] * b[i]; });
-  rep_fold_sum(hr, rep, sum);
+  rep_fold_sum(hr, rep, used, sum);
 }
 
 // Prefetches a row of `bytes` bytes (a gathered k, x, q or gradient row).
@@ -235,10 +253,10 @@ int edge_attention_forward(const GraphView& g, const T* q, const T* k, int64_t H
           }
           block_scores(q + i * H * D, k, g.col + e0, n, H, D, scale, a, part_end - e0);
           heads_max(hr, a, n, rep, m);  // max shift: every exp argument <= 0
-          rep_fill(hr, m, mrep);
+          rep_fill(hr, m, mrep, rep_used(hr, n));
           heads_exp(hr, a, n, mrep, rep, l);
           for (int64_t h = 0; h < H; ++h) l[h] = T(1) / l[h];
-          rep_fill(hr, l, lrep);
+          rep_fill(hr, l, lrep, rep_used(hr, n));
           heads_mul(hr, a, n, lrep);
         }
       });
@@ -261,8 +279,9 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
   const T scale = T(scale_d);
   const HeadRep<T> hr(H);
   int err = kOk;
-  std::vector<T> rbuf(need_k ? size_t(N * H) : 0);
-  T* r_all = rbuf.data();
+  // [N, H] temporary, fully written by the row pass: no value-initialisation.
+  std::unique_ptr<T[]> rbuf(need_k ? new T[size_t(N * H)] : nullptr);
+  T* r_all = rbuf.get();
   const int nt = plan_threads(nthreads, E * H * (D + 2));
   for_each_row_part(
       g.rowptr, N, E, nt, [&] { return std::vector<T>(HD + 2 * H + hr.HR); },
@@ -406,7 +425,7 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
               if (l[h] != T(0)) l[h] *= exp_scalar(m[h] - mn);
               m[h] = mn;
             }
-            rep_fill(hr, m, mrep);
+            rep_fill(hr, m, mrep, rep_used(hr, nb));
             heads_exp(hr, s, nb, mrep, rep, bm);
             for (int64_t h = 0; h < H; ++h) l[h] += bm[h];
           }
@@ -464,8 +483,9 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
   int err = kOk;
   const int nt = plan_threads(nthreads, E * (2 * HD + 2 * F + 8 * H) + N * F);
   const int64_t H2 = 2 * H;
-  std::vector<T> ld_buf(need_qk ? size_t(N * H2) : 0);
-  T* ld = ld_buf.data();
+  // [N, 2H] temporary, fully written by the row pass: no value-initialisation.
+  std::unique_ptr<T[]> ld_buf(need_qk ? new T[size_t(N * H2)] : nullptr);
+  T* ld = ld_buf.get();
 
   if (need_qk) {
     const int64_t scratch_size = kAttnBlock * H + kAttnBlock + HD + 2 * hr.HR + 2 * H;
@@ -497,7 +517,7 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
               fill(ldi + H, T(0), H);
               continue;
             }
-            rep_fill(hr, lse + i * H, lrep);
+            rep_fill(hr, lse + i * H, lrep, rep_used(hr, n));
             // ---- sweep 1: D_ih = (1/H) sum_j a_ijh t_ij
             fill(Dh, T(0), H);
             for (int64_t b = e0; b < e1; b += kAttnBlock) {
