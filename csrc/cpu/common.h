@@ -85,7 +85,10 @@ struct GraphView {
 };
 
 // ---------------------------------------------------------------- threading
-constexpr int64_t kPartsPerThread = 8;
+#ifndef GRAPHODE_PARTS_PER_THREAD
+#define GRAPHODE_PARTS_PER_THREAD 8
+#endif
+constexpr int64_t kPartsPerThread = GRAPHODE_PARTS_PER_THREAD;
 // Below this many scalar multiply-adds, a parallel region costs more than it saves.
 // (Each unit is about one multiply-add of an edge; 2^18 is ~50-100 us of
 // work on one core, more than waking a sleeping worker costs on an idle
