@@ -139,11 +139,15 @@ def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str]
     return done
 
 
-def aggregate(records: List[Dict[str, Any]], keys: Sequence[str], epochs: Optional[int] = None):
-    """``{key tuple: (mean %, std %, n)}`` over seeds (population std, as numpy)."""
+def aggregate(records: List[Dict[str, Any]], keys: Sequence[str], epochs: Optional[int] = None,
+              patience: Any = "any"):
+    """``{key tuple: (mean %, std %, n)}`` over seeds (population std, as numpy), over the
+    runs with ``epochs`` (None: any) and ``patience`` ("any": any)."""
     groups: Dict[tuple, List[float]] = {}
     for r in records:
         if epochs is not None and r.get("epochs_cfg") != epochs:
+            continue
+        if patience != "any" and r.get("patience") != patience:
             continue
         groups.setdefault(key_of(r, keys), []).append(100.0 * float(r["test_acc"]))
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}

@@ -32,11 +32,11 @@ def main(argv=None):
         jobs = [dict(dataset=d, model="gcn", layers=L, init=i, seed=s, patience=a.patience)
                 for s in range(a.seeds) for d in a.datasets for L in a.layers for i in a.inits]
         run_grid(jobs[a.part::a.nparts], a.out, KEYS, a.epochs, data_root(a.data_root))
-    print(summary(read_jsonl(a.out), a.epochs, a.datasets, a.layers, a.inits))
+    print(summary(read_jsonl(a.out), a.epochs, a.patience, a.datasets, a.layers, a.inits))
 
 
-def summary(records, epochs, datasets, layers, inits) -> str:
-    agg = aggregate(records, ("dataset", "layers", "init"), epochs)
+def summary(records, epochs, patience, datasets, layers, inits) -> str:
+    agg = aggregate(records, ("dataset", "layers", "init"), epochs, patience)
     out = []
     for d in datasets:
         header = ["init"] + [str(L) for L in layers]
@@ -48,7 +48,7 @@ def summary(records, epochs, datasets, layers, inits) -> str:
         for i, label in (("glorot", "GCN (paper)"), ("isometric", "GCN + init (paper)")):
             if (d, i) in PAPER:
                 rows.append([label] + [f"{PAPER[(d, i)][L - 2]:.1f}" if 2 <= L <= 12 else "—" for L in layers])
-        out.append(f"**{d}** ({epochs} epochs max)\n\n" + markdown_table(header, rows))
+        out.append(f"**{d}** ({epochs} epochs max, early stop patience {patience})\n\n" + markdown_table(header, rows))
     return "\n\n".join(out)
 
 

@@ -50,11 +50,11 @@ def main(argv=None):
         jobs = [dict(dataset=d, layers=L, method=m, seed=s, patience=a.patience, **METHODS[m])
                 for s in range(a.seeds) for d in a.datasets for L in a.layers for m in a.methods]
         run_grid(jobs[a.part::a.nparts], a.out, KEYS, a.epochs, data_root(a.data_root))
-    print(summary(read_jsonl(a.out), a.epochs, a.datasets, a.layers))
+    print(summary(read_jsonl(a.out), a.epochs, a.patience, a.datasets, a.layers))
 
 
-def summary(records, epochs, datasets, layers) -> str:
-    agg = aggregate(records, ("dataset", "layers", "method"), epochs)
+def summary(records, epochs, patience, datasets, layers) -> str:
+    agg = aggregate(records, ("dataset", "layers", "method"), epochs, patience)
     cols = [(d, L) for d in datasets for L in layers]
     header = ["method"] + [f"{d} {L}" for d, L in cols]
     paper_cols = [(d, L) for d in ("cora", "citeseer") for L in (2, 16, 32)]
@@ -67,7 +67,7 @@ def summary(records, epochs, datasets, layers) -> str:
             rows.append(["  paper"] + [f"{PAPER[m][paper_cols.index(c)]:.1f}" if c in paper_cols else "—"
                                        for c in cols])
     ns = sorted({v[2] for v in agg.values()})
-    return f"({epochs} epochs max, seeds per cell: {'/'.join(map(str, ns))})\n\n" + markdown_table(header, rows)
+    return f"({epochs} epochs max, early stop patience {patience}, seeds per cell: {'/'.join(map(str, ns))})\n\n" + markdown_table(header, rows)
 
 
 if __name__ == "__main__":

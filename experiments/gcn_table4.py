@@ -48,11 +48,11 @@ def main(argv=None):
         jobs = [dict(dataset=a.dataset, layers=L, method=m, seed=s, patience=a.patience, **METHODS[m])
                 for s in range(a.seeds) for L in a.layers for m in a.methods]
         run_grid(jobs[a.part::a.nparts], a.out, KEYS, a.epochs, data_root(a.data_root))
-    print(summary(read_jsonl(a.out), a.epochs, a.dataset, a.layers))
+    print(summary(read_jsonl(a.out), a.epochs, a.patience, a.dataset, a.layers))
 
 
-def summary(records, epochs, dataset, layers) -> str:
-    agg = aggregate(records, ("dataset", "layers", "method"), epochs)
+def summary(records, epochs, patience, dataset, layers) -> str:
+    agg = aggregate(records, ("dataset", "layers", "method"), epochs, patience)
     header = ["method"] + [str(L) for L in layers]
     rows = []
     for m in METHODS:
@@ -63,7 +63,7 @@ def summary(records, epochs, dataset, layers) -> str:
             rows.append(["  paper"] + [f"{PAPER[m][PAPER_LAYERS.index(L)]:.1f}" if L in PAPER_LAYERS else "—"
                                        for L in layers])
     ns = sorted({v[2] for v in agg.values()})
-    return (f"**{dataset}** ({epochs} epochs max, seeds per cell: {'/'.join(map(str, ns))})\n\n"
+    return (f"**{dataset}** ({epochs} epochs max, early stop patience {patience}, seeds per cell: {'/'.join(map(str, ns))})\n\n"
             + markdown_table(header, rows))
 
 

@@ -48,11 +48,11 @@ def main(argv=None):
         jobs = [dict(dataset=d, layers=a.layers, method=m, split=s, seed=s, patience=a.patience, **METHODS[m])
                 for s in range(a.seeds) for d in a.datasets for m in a.methods]
         run_grid(jobs[a.part::a.nparts], a.out, KEYS, a.epochs, data_root(a.data_root))
-    print(summary(read_jsonl(a.out), a.epochs, a.datasets, a.layers))
+    print(summary(read_jsonl(a.out), a.epochs, a.patience, a.datasets, a.layers))
 
 
-def summary(records, epochs, datasets, layers) -> str:
-    agg = aggregate([r for r in records if r.get("layers") == layers], ("dataset", "method"), epochs)
+def summary(records, epochs, patience, datasets, layers) -> str:
+    agg = aggregate([r for r in records if r.get("layers") == layers], ("dataset", "method"), epochs, patience)
     header = ["method"] + datasets
     rows = []
     for m in METHODS:
@@ -63,7 +63,7 @@ def summary(records, epochs, datasets, layers) -> str:
             rows.append(["  paper"] + [f"{PAPER[m][DATASETS.index(d)]:.1f}" if d in DATASETS else "—"
                                        for d in datasets])
     ns = sorted({v[2] for v in agg.values()})
-    return (f"({layers} layers, {epochs} epochs max, splits per cell: {'/'.join(map(str, ns))})\n\n"
+    return (f"({layers} layers, {epochs} epochs max, early stop patience {patience}, splits per cell: {'/'.join(map(str, ns))})\n\n"
             + markdown_table(header, rows))
 
 
