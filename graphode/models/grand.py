@@ -135,9 +135,13 @@ class GraphAttention(nn.Module):
             self.lengthscale = nn.Parameter(torch.ones(1))
 
     def qk(self, x: torch.Tensor):
-        """``(q, k)``, each ``[N, H, d_k]``."""
+        """``(q, k)``, each ``[N, H, d_k]`` (one matrix product for both projections)."""
         N = x.size(0)
-        return self.W_Q(x).view(N, self.heads, self.d_k), self.W_K(x).view(N, self.heads, self.d_k)
+        A = self.W_Q.out_features
+        wk, bk = self.W_K.weight, self.W_K.bias
+        b = torch.cat([self.W_Q.bias, bk if bk is not None else self.W_Q.bias.new_zeros(A)])
+        qk = F.linear(x, torch.cat([self.W_Q.weight, wk]), b)
+        return qk[:, :A].reshape(N, self.heads, self.d_k), qk[:, A:].reshape(N, self.heads, self.d_k)
 
     def edge_attention(self, graph: Graph, x: torch.Tensor) -> torch.Tensor:
         """Attention ``[E, H]`` (graph's edge order), each target's in-edges summing to 1."""
@@ -548,10 +552,40 @@ class GRAND(nn.Module):
         self._reg_states = None
         return out[1]
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``Linear(dropout(x))`` ``[N, F] -> [N, d]``.
+
+        Sparse inputs (at most 10% non-zeros, e.g. bag-of-words features that do
+        not require grad) take a sparse path: dropout drawn on the non-zeros only
+        (zeros stay zero either way, so ``dropout(x)`` has the same distribution)
+        and a sparse-dense product, ~10x cheaper on Cora than dense dropout
+        over all ``N x F`` entries plus a dense product."""
+        sp = None if x.requires_grad else self._sparse_input(x)
+        if sp is None:
+            return self.encoder(F.dropout(x, self.input_dropout, self.training))
+        idx, vals = sp
+        if self.training and self.input_dropout > 0:
+            vals = F.dropout(vals, self.input_dropout, True)
+        S = torch.sparse_coo_tensor(idx, vals, x.shape, is_coalesced=True, check_invariants=False)
+        return torch.sparse.mm(S, self.encoder.weight.t()) + self.encoder.bias
+
+    def _sparse_input(self, x: torch.Tensor):
+        key = (x.data_ptr(), x._version, tuple(x.shape), x.dtype, x.device)
+        cache = self.__dict__.get("_sparse_cache")
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        sp = None
+        if x.dim() == 2 and x.is_floating_point() and x.layout == torch.strided and x.numel():
+            nz = x != 0
+            if int(nz.sum()) <= 0.1 * x.numel():
+                idx = nz.nonzero().t().contiguous()
+                sp = (idx, x[idx[0], idx[1]])
+        self.__dict__["_sparse_cache"] = (key, sp)
+        return sp
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[N, F]`` node features -> ``[N, C]`` logits."""
-        x = F.dropout(x, self.input_dropout, self.training)
-        x0 = self.encoder(x)
+        x0 = self.encode(x)
         if self.augment:
             x0 = torch.cat([x0, torch.zeros_like(x0)], dim=1)
         if self.variant == "nl-rw" and (self.training or self._pruned is None):
