@@ -178,7 +178,7 @@ def test_deep_gcn_learns_with_init_and_rewiring_but_not_with_glorot():
     torch.set_num_threads(1)                      # steadier on a shared 2-core machine
     try:
         cfg = {"lr": 0.005, "weight_decay": 5e-4}
-        t0 = time.perf_counter()
+        t0 = time.process_time()              # CPU time: robust to other jobs on the machine
         torch.manual_seed(0)
         rw = GradientGuidedRewiring(p=0.1)
         ours = GCN(ds.num_features, 64, ds.num_classes, 16, ds.graph, init="isometric-code", rewiring=rw)
@@ -186,14 +186,14 @@ def test_deep_gcn_learns_with_init_and_rewiring_but_not_with_glorot():
         torch.manual_seed(0)
         plain = GCN(ds.num_features, 64, ds.num_classes, 16, ds.graph, init="glorot")
         r_plain = fit(plain, ds, cfg, seed=0, epochs=100, progress=False)
-        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - t0
     finally:
         torch.set_num_threads(n_threads)
     assert ours.skips, "rewiring added no skip"
     assert r_ours["val_acc"] >= 0.65, r_ours["val_acc"]
     assert r_plain["val_acc"] <= 0.45, r_plain["val_acc"]
     assert r_ours["val_acc"] - r_plain["val_acc"] >= 0.25
-    assert elapsed < 120, f"took {elapsed:.0f} s"
+    assert cpu < 60, f"took {cpu:.0f} s of CPU time"
 
 
 def test_warns_when_rewiring_callback_is_not_started():
