@@ -21,7 +21,11 @@ checkpoint, bit-identically, instead of from scratch.
 Outputs in ``output_dir``: ``results.csv`` and ``results.json`` (one row per
 trial, best first), ``best.yaml`` (the best trial's full flat config, which
 ``graphode train --config best.yaml`` accepts), ``sweep.json`` (settings,
-timings, the best row) and the Tune experiment in ``output_dir/<name>``.
+timings, the best row), ``ended_trials.json`` (trials that ended on their own;
+the table marks the others ``unfinished``) and the Tune experiment in
+``output_dir/<name>``.  Table statuses: ``completed`` (all epochs), ``stopped``
+(by ASHA or the time budget), ``unfinished`` (the sweep was interrupted;
+``--resume`` continues it), ``error``.
 """
 from __future__ import annotations
 
@@ -157,9 +161,11 @@ def _trial_name(trial) -> str:
 
 
 # --------------------------------------------------------------------------- results
-def _rows(result_grid, searched: Sequence[str], epochs: int, ended: Optional[set] = None) -> List[Dict[str, Any]]:
-    """One row per trial; ``ended``: ids of the trials that ended on their own (the others
-    were interrupted: status ``unfinished``)."""
+def _rows(result_grid, searched: Sequence[str], epochs: int, ended: Optional[set] = None,
+          metric: str = "val_acc") -> List[Dict[str, Any]]:
+    """One row per trial, ranked by ``metric`` (best first, failed trials last);
+    ``ended``: ids of the trials that ended on their own (the others were
+    interrupted: status ``unfinished``)."""
     rows = []
     for r in result_grid:
         m = dict(r.metrics or {})
@@ -173,7 +179,7 @@ def _rows(result_grid, searched: Sequence[str], epochs: int, ended: Optional[set
         elif ended is not None and str(trial_id) not in ended:
             status = "unfinished"  # the sweep was interrupted: --resume continues it
         else:
-            status = "stopped"  # by the scheduler (ASHA)
+            status = "stopped"  # by the scheduler (ASHA) or the time budget
         row: Dict[str, Any] = {"rank": None, "trial_id": trial_id, "status": status}
         for k in searched:
             row[k] = cfg.get(k)
@@ -189,12 +195,14 @@ def _rows(result_grid, searched: Sequence[str], epochs: int, ended: Optional[set
             "error": None if r.error is None else str(r.error).strip().splitlines()[-1][:300],
             "config": cfg,
         })
+        if metric not in row:
+            row[metric] = m.get(metric)
         rows.append(_plain_value(row))
 
     def key(row):
-        v = row.get("val_acc")
-        v = -math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else v
-        return (row["status"] in ("error", "unfinished"), -v, str(row["trial_id"]))
+        v = row.get(metric)
+        v = -math.inf if not isinstance(v, (int, float)) or math.isnan(v) else v
+        return (row["status"] == "error", -v, str(row["trial_id"]))
 
     rows.sort(key=key)
     for i, row in enumerate(rows):
@@ -202,9 +210,12 @@ def _rows(result_grid, searched: Sequence[str], epochs: int, ended: Optional[set
     return rows
 
 
-def _write_tables(rows: List[Dict[str, Any]], searched: Sequence[str], output_dir: str) -> Dict[str, str]:
+def _write_tables(rows: List[Dict[str, Any]], searched: Sequence[str], output_dir: str,
+                  metric: str = "val_acc") -> Dict[str, str]:
     cols = ["rank", "trial_id", "status", *searched, "val_acc", "test_acc", "train_acc", "best_epoch", "epochs",
             "time_total_s", "epoch_time_s", "nfe", "error"]
+    if metric not in cols:
+        cols.insert(3 + len(searched), metric)
     csv_path = os.path.join(output_dir, "results.csv")
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
@@ -273,6 +284,7 @@ def sweep(
     ship_code: bool = False,
     verbose: int = 1,
     time_budget_s: Optional[float] = None,
+    max_failures: int = 0,
 ) -> Dict[str, Any]:
     """Run a hyperparameter sweep on Ray Tune and write its results.
 
@@ -305,12 +317,14 @@ def sweep(
         ship_code: send graphode to the cluster's workers (``runtime_env``).
         verbose: Tune's console verbosity (0-3).
         time_budget_s: stop the whole sweep after that many seconds.
+        max_failures: retries of a failed trial (from its last checkpoint) before it
+            counts as an error (the GRAND authors used 2 on their cluster).
 
     Returns:
         dict with ``best`` (the best row: trial_id, searched keys, val/test acc, ...),
         ``best_config`` (full flat config), ``rows`` (all trials, best first),
         ``paths`` (csv, json, best_yaml, sweep_json, experiment), ``time_s``,
-        ``num_trials``, ``num_stopped``.
+        ``num_trials``, ``num_stopped``, ``num_errors``, ``num_unfinished``.
     """
     require_ray("graphode sweep")
     from ray import tune
@@ -425,10 +439,14 @@ def sweep(
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=verbose, callbacks=[_tracker.TrialTracker()],
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    failure_config=tune.FailureConfig(max_failures=0),
+                    failure_config=tune.FailureConfig(max_failures=int(max_failures)),
                 ),
             )
         _tracker.ENDED.clear()
+        # Trials checkpoint often when epochs are fast; Tune then warns about its forced
+        # experiment snapshots (harmless): keep that out of the console unless verbose.
+        if verbose < 2:
+            os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
         grid = tuner.fit()
         ended = set(_tracker.ENDED)
     finally:
@@ -444,10 +462,10 @@ def sweep(
             ended |= set(json.load(f))
     with open(ended_path, "w") as f:
         json.dump(sorted(ended), f)
-    rows = _rows(grid, searched, n_epochs, ended)
-    paths = _write_tables(rows, searched, output_dir)
-    ok = [r for r in rows if r["status"] != "error" and r.get("val_acc") is not None
-          and not (isinstance(r["val_acc"], float) and math.isnan(r["val_acc"]))]
+    rows = _rows(grid, searched, n_epochs, ended, metric)
+    paths = _write_tables(rows, searched, output_dir, metric)
+    ok = [r for r in rows if r["status"] != "error" and isinstance(r.get(metric), (int, float))
+          and not math.isnan(r[metric])]
     best = ok[0] if ok else None
     paths["best_yaml"] = os.path.join(output_dir, "best.yaml")
     if best is not None:
