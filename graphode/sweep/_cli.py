@@ -52,6 +52,8 @@ def add_sweep_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ship-code", action="store_true",
                    help="send this graphode package to the cluster's workers (runtime_env py_modules)")
     p.add_argument("--time-budget", type=float, default=None, help="stop the sweep after this many seconds")
+    p.add_argument("--max-failures", type=int, default=0,
+                   help="retry a failed trial this many times from its last checkpoint (default 0)")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3], help="Tune's console verbosity")
     return p
 
@@ -83,7 +85,7 @@ def run_sweep(args) -> int:
             overrides=parse_set(args.overrides), max_concurrent=args.max_concurrent,
             checkpoint_every=args.checkpoint_every, resume=args.resume, name=args.name,
             storage_path=args.storage_path, ship_code=args.ship_code, verbose=args.verbose,
-            time_budget_s=args.time_budget,
+            time_budget_s=args.time_budget, max_failures=args.max_failures,
         )
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"graphode sweep: {e}") from None
