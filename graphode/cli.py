@@ -86,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=run_train)
 
     try:
+        from .sweep import add_sweep_args, run_sweep
+    except ImportError:  # sweep layer not available
+        pass
+    else:
+        s = sub.add_parser("sweep", help="hyperparameter sweep on Ray Tune (ASHA), locally or on a Ray cluster")
+        add_sweep_args(s)
+        s.set_defaults(fn=run_sweep)
+
+    try:
         from ._bench_quick import add_bench_args, run_bench
     except ImportError:
         pass
