@@ -89,13 +89,20 @@ struct GraphView {
 #define GRAPHODE_PARTS_PER_THREAD 8
 #endif
 constexpr int64_t kPartsPerThread = GRAPHODE_PARTS_PER_THREAD;
-// Below this many scalar multiply-adds, a parallel region costs more than it saves.
-// (Each unit is about one multiply-add of an edge; 2^18 is ~50-100 us of
-// work on one core, more than waking a sleeping worker costs on an idle
-// machine.  On an oversubscribed machine a woken worker can wait milliseconds
-// for a core: set OMP_DYNAMIC=true there and libgomp sizes every parallel
-// region by the load average.)
-constexpr int64_t kSerialWork = int64_t(1) << 18;
+// Below this much work a call runs on the calling thread alone.  Each unit is
+// about one multiply-add of an edge; 2^22 is ~0.5-1 ms of single-core work
+// (a Cora-sized attention_diffusion forward).  On an idle machine a parallel
+// region would save a fraction of that, but on a busy one (more runnable
+// threads than cores) every region waits for its worker to be scheduled,
+// which costs milliseconds.  Set OMP_DYNAMIC=true on oversubscribed machines:
+// libgomp then also sizes the larger regions by the load average.
+constexpr int64_t kSerialWork = int64_t(1) << 22;
+
+// The cutoff in force (tests set it to 0 to run the parallel paths on small graphs).
+inline int64_t& serial_work_threshold() {
+  static int64_t value = kSerialWork;
+  return value;
+}
 
 inline int max_threads() {
 #ifdef _OPENMP
@@ -107,7 +114,7 @@ inline int max_threads() {
 
 inline int plan_threads(int nthreads, int64_t work) {
   if (nthreads <= 0) nthreads = max_threads();
-  if (work < kSerialWork) return 1;
+  if (work < serial_work_threshold()) return 1;
   return nthreads;
 }
 

@@ -349,6 +349,9 @@ static void test_exp() {
 }
 
 int main() {
+  // Run every parallel path even on these small graphs (the production cutoff
+  // would keep them on one thread).
+  serial_work_threshold() = 0;
   test_exp();
   test_errors();
   std::vector<Case> cases;
