@@ -267,6 +267,9 @@ class GRAND(nn.Module):
         self_loop_weight: > 0 adds self loops (attention, like the authors' code,
             uses only their presence; the Laplacian variant uses the weight).
         source_term: include ``β x0``.
+        detach_source: use ``x0`` detached from the encoder in the source term, as the
+            authors' code does (``x0.clone().detach()``); default False (the encoder
+            also gets the source term's gradient).
         augment: Anode zero augmentation (doubles the state with zeros, dropped
             after the solve; a no-op for this vector field, kept for fidelity).
         kinetic_energy, jacobian_norm2: coefficients of the regularisers
@@ -307,6 +310,7 @@ class GRAND(nn.Module):
         adjoint_step_size: Optional[float] = None,
         solver_options: Optional[Dict[str, Any]] = None,
         semi_implicit: bool = True,
+        detach_source: bool = False,
         heads: int = 8,
         attention_dim: int = 128,
         attention_type: str = "scaled_dot",
@@ -344,6 +348,7 @@ class GRAND(nn.Module):
         self.adjoint_step_size = float(adjoint_step_size) if adjoint_step_size is not None else self.step_size
         self.solver_options = dict(solver_options or {})
         self.semi_implicit = bool(semi_implicit)
+        self.detach_source = bool(detach_source)
         self.input_dropout = float(input_dropout)
         self.dropout = float(dropout)
         self.augment = bool(augment)
@@ -492,7 +497,7 @@ class GRAND(nn.Module):
         training_regs = self.training and bool(self.reg_names)
         # Aliases: the vector field sees views of x0 / Ā so that the adjoint's
         # vector-Jacobian products stop there and autograd carries on from them.
-        x0_alias = x0.view_as(x0)
+        x0_alias = x0.detach() if self.detach_source else x0.view_as(x0)
         func.set_x0(x0_alias)
         extra: list = []
         if func.mode == "fixed":
@@ -503,7 +508,7 @@ class GRAND(nn.Module):
             w_alias = w.view_as(w)
             func.set_fixed(w_alias)
             extra.append(w_alias)
-        if func.beta_train is not None:
+        if func.beta_train is not None and not self.detach_source:
             extra.append(x0_alias)
         func.nfe = 0
         opts = self._options(self.method, self.step_size)
@@ -627,6 +632,7 @@ def grand_kwargs(config: Dict[str, Any]) -> Dict[str, Any]:
         "adjoint_step_size": c.get("adjoint_step_size"),
         "solver_options": c.get("solver_options"),
         "semi_implicit": bool(c.get("semi_implicit", True)),
+        "detach_source": bool(c.get("detach_source", False)),
         "heads": int(c.get("heads", 8)),
         "attention_dim": int(c.get("attention_dim", 128)),
         "attention_type": c.get("attention_type", "scaled_dot"),
