@@ -94,8 +94,11 @@ constexpr int64_t kPartsPerThread = GRAPHODE_PARTS_PER_THREAD;
 // (a Cora-sized attention_diffusion forward).  On an idle machine a parallel
 // region would save a fraction of that, but on a busy one (more runnable
 // threads than cores) every region waits for its worker to be scheduled,
-// which costs milliseconds.  Set OMP_DYNAMIC=true on oversubscribed machines:
-// libgomp then also sizes the larger regions by the load average.
+// which costs milliseconds (on such a machine torch.set_num_threads(1) is
+// often just as fast).  Do not use OMP_DYNAMIC=true for that: it is fine
+// for these kernels (parts are handed out dynamically), but torch 2.13's CSR
+// torch.sparse.mm then silently skips rows (it assumes all requested threads
+// run).
 constexpr int64_t kSerialWork = int64_t(1) << 22;
 
 // The cutoff in force (tests set it to 0 to run the parallel paths on small graphs).
