@@ -5,7 +5,8 @@
     graphode train --model grand-l --dataset cora --split public --runs 20 \\
         [--config path.yaml] [--seed S] [--epochs E] [--method dopri5] [--adjoint] \\
         [--out results.json] [--checkpoint PATH] [--resume PATH] [--data-root DIR] \\
-        [--layers L] [--init NAME] [--rewiring NAME] [--set key=value ...]
+        [--layers L] [--init NAME] [--rewiring NAME] [--set key=value ...] [--threads N] \\
+        [--ray [--ray-address ADDR] [--cpus-per-run C] [--gpus-per-run G]]
 
 The config is a flat YAML mapping.  Without ``--config`` the packaged one for
 the model family and dataset is used when it exists
@@ -104,6 +105,11 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="resume from this checkpoint")
     p.add_argument("--data-root", default=None, help="where the dataset files are")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", action="store_true",
+                   help="run the seeds as Ray tasks (graphode.sweep.run_many_ray; same results seed by seed)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start Ray locally)")
+    p.add_argument("--cpus-per-run", type=float, default=1, help="with --ray: CPUs per run (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=0, help="with --ray: GPUs per run (default 0)")
     return p
 
 
@@ -150,9 +156,16 @@ def run_train(args) -> int:
             flush=True,
         )
 
-    out = run_many(model, args.dataset, cfg, runs=args.runs, seed=args.seed, split=args.split,
-                   data_root=args.data_root, epochs=cfg.get("epochs"), checkpoint=args.checkpoint,
-                   resume=args.resume, progress=progress, on_run_end=report)
+    common = dict(runs=args.runs, seed=args.seed, split=args.split, data_root=args.data_root,
+                  epochs=cfg.get("epochs"), checkpoint=args.checkpoint, resume=args.resume, progress=progress,
+                  on_run_end=report)
+    if getattr(args, "ray", False):
+        from ..sweep import run_many_ray
+
+        out = run_many_ray(model, args.dataset, cfg, address=args.ray_address, cpus_per_run=args.cpus_per_run,
+                           gpus_per_run=args.gpus_per_run, **common)
+    else:
+        out = run_many(model, args.dataset, cfg, **common)
     print(
         f"{model} on {args.dataset} ({args.split} split), {args.runs} run(s): test accuracy "
         f"{100 * out['mean_test_acc']:.2f} ± {100 * out['std_test_acc']:.2f} % "
