@@ -161,6 +161,9 @@ class Trainer:
     ``history`` (list of per-epoch ``logs``), ``best`` (dict: ``epoch``,
     ``val_acc``, ``test_acc``, ``train_acc``), ``stop_training`` (a callback
     may set it to end the run after the current epoch), ``callbacks``.
+
+    Callbacks a model carries in ``model.callbacks`` (e.g. the deep GCN's
+    gradient-guided rewiring) are run too, after the ones given here.
     """
 
     def __init__(self, model, dataset, config: Dict[str, Any], callbacks: Sequence = (), seed: int = 0):
@@ -170,6 +173,7 @@ class Trainer:
         ds = _single_split(dataset)
         self.dataset = ds.to(self.device) if getattr(ds, "device", self.device) != self.device else ds
         self.callbacks = list(callbacks)
+        self.callbacks += [cb for cb in getattr(model, "callbacks", ()) if all(cb is not c for c in self.callbacks)]
         self.seed = int(seed)
         self.optimizer = make_optimizer(self.model.parameters(), self.config)
         self.epoch = -1
