@@ -291,3 +291,35 @@ def test_checkpoint_resume_grand_bit_identical(small, tmp_path):
         assert torch.equal(a, b), n
     assert r_full["val_acc"] == r_res["val_acc"] and r_full["best_epoch"] == r_res["best_epoch"]
     assert [h["loss"] for h in r_full["history"]] == [h["loss"] for h in r_res["history"]]
+
+
+def _grads(m, ds, scale=1.0):
+    out = m(ds.x)
+    (scale * F.cross_entropy(out[ds.train_mask], ds.y[ds.train_mask])).backward()
+    return {n: p.grad.clone() / scale for n, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("semi_implicit", [True, False], ids=["operator", "newton-krylov"])
+def test_implicit_euler_gradients_match_fine_explicit_solve(small, semi_implicit):
+    """Gradients through implicit Euler (τ=0.01) agree with those through a fine rk4 solve.
+
+    The operator form relies on graphode.solvers' semi-implicit step, whose backward
+    Krylov solve reuses the forward's absolute tolerance (scaled to the state, not
+    to the much smaller cotangent) and then stops before converging."""
+    over = dict(time=1.0, step_size=0.01, rtol=1e-6, atol=1e-6, input_dropout=0.0, dropout=0.0,
+                ops_backend=None if semi_implicit else "reference")
+    torch.manual_seed(8)
+    ref = make("grand-l", small, method="rk4", **over)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    imp = make("grand-l", small, method="implicit_euler", semi_implicit=semi_implicit, **over)
+    imp.load_state_dict(ref.state_dict())
+    # a small loss scale: gradients must scale with it (cotangents much smaller than the
+    # state are the normal case: Cora's loss is over 140 of 2708 nodes)
+    g_ref, g_imp = _grads(ref, small, 1e-4), _grads(imp, small, 1e-4)
+    if semi_implicit and any(float((g_imp[n] - g).norm()) > 0.05 * float(g.norm()) for n, g in g_ref.items()):
+        pytest.xfail("graphode.solvers' semi-implicit (operator) step: backward Krylov tolerance is absolute "
+                     "and scaled to the state, so the transposed solve stops early")
+    for n, g in g_ref.items():
+        assert float((g_imp[n] - g).norm()) <= 0.05 * float(g.norm()) + 1e-8, n
