@@ -255,7 +255,8 @@ def _solve(kind, matvec, b, x0, rtol, atol, maxiter, M, rmatvec, restart, return
     maxiter = int(maxiter)
     bd = b.detach()
     with torch.no_grad():
-        tol = max(float(rtol) * _norm(bd), float(atol))
+        bnorm = _norm(bd)
+        tol = max(float(rtol) * bnorm, float(atol))
         x0d = None if x0 is None else x0.detach().to(b.dtype)
         if kind == "gmres":
             x, info = _gmres(matvec, bd, x0d, tol, maxiter, M, restart)
@@ -267,7 +268,11 @@ def _solve(kind, matvec, b, x0, rtol, atol, maxiter, M, rmatvec, restart, return
         if r.requires_grad:
             def transposed_solve(g):
                 with torch.no_grad():
-                    gtol = max(float(rtol) * _norm(g), float(atol))
+                    # The same *relative* accuracy as the forward solve: an absolute
+                    # ``atol`` sized for ``b`` would stop at once on a cotangent ``g``
+                    # that is orders of magnitude smaller (e.g. dL/dx of a loss).
+                    gn = _norm(g)
+                    gtol = max(float(rtol) * gn, float(atol) * gn / bnorm if bnorm > 0 else float(atol))
                     if kind == "cg":
                         lam, _ = _cg(matvec, g, None, gtol, maxiter, M)
                     else:
