@@ -262,10 +262,6 @@ class GRAND(nn.Module):
             paper's scheme; for GRAND-nl ``Ā`` is frozen at ``x_k`` over the step).
             False: Newton–Krylov on ``f`` with JVPs (finite differences with the
             compiled ops, which lack forward-mode AD).  Regularisers use Newton–Krylov.
-            Known issue (graphode.solvers, 2026-11-22): the operator step's backward
-            Krylov solve reuses the forward's absolute tolerance, so with cotangents
-            much smaller than the state (Cora) its gradients are inaccurate; see
-            ``tests/test_grand.py::test_implicit_euler_gradients_match_fine_explicit_solve``.
         heads, attention_dim, attention_type: attention (see :class:`GraphAttention`).
         input_dropout, dropout: dropout before the encoder / before the decoder.
         self_loop_weight: > 0 adds self loops (attention, like the authors' code,
