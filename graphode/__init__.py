@@ -34,6 +34,9 @@ _LAZY = {
     "monitor": ("graphode.monitor", None),
     "train": ("graphode.train", None),
     "kernels": ("graphode.kernels", None),
+    "rewiring": ("graphode.rewiring", None),
+    "regularizers": ("graphode.regularizers", None),
+    "sweep": ("graphode.sweep", None),
 }
 
 __all__ = ["Graph", "power_law_graph", "ops", "extension_info", "__version__", *_LAZY]

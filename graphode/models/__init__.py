@@ -20,8 +20,20 @@ MODELS: Dict[str, str] = {
     "grand-l": "graphode.models.grand:build_grand_l",
     "grand-nl": "graphode.models.grand:build_grand_nl",
     "grand-nl-rw": "graphode.models.grand:build_grand_nl_rw",
+    "grand-laplacian": "graphode.models.grand:build_grand_laplacian",
     "gcn": "graphode.models.gcn:build_gcn",
 }
+
+
+def _add_baselines() -> None:
+    # Deep-GCN comparison baselines (PyG layers, imported only when built).
+    from .baselines import BASELINE_MODELS
+
+    for name, target in BASELINE_MODELS.items():
+        MODELS.setdefault(name, target)
+
+
+_add_baselines()
 
 
 def register_model(name: str, target: "str | Callable") -> None:
