@@ -45,24 +45,32 @@ def main(argv=None):
 
     ds = load("cora", data_root(a.data_root))
     os.makedirs(a.out_dir, exist_ok=True)
-    arrays = {}
+    arrays, runs = {}, {}
     for name in a.settings:
         cfg = {**TRAIN, "model": "gcn", "layers": a.layers, **SETTINGS[name]}
         cfg.pop("model")
         mon = TrainingMonitor()
         r = train_one("gcn", ds, cfg, a.seed, a.epochs, extra_callbacks=[mon])
-        gf, de = mon.array("grad_norm"), mon.array("dirichlet_energy")
-        arrays[f"{name}_gf"], arrays[f"{name}_de"] = gf, de
-        tag = f"{TITLES[name]} ({a.layers} layers, Cora): test {100 * r['test_acc']:.1f}%"
-        tag += f"\nskips at layers {[s + 1 for s in r['skips']]}" if r["skips"] else "\nno skips"
-        plot_heatmap(gf, os.path.join(a.out_dir, f"gcn_gf_{name}.png"),
-                     title=f"gradient flow ||dL/dW_l||_2 -- {tag}", log=True, cbar_label="log10 GF",
-                     ylabel="layer (1 = input)")
-        plot_heatmap(de, os.path.join(a.out_dir, f"gcn_de_{name}.png"),
-                     title=f"Dirichlet energy of pre-ReLU output -- {tag}", log=True, cbar_label="log10 E",
-                     ylabel="layer (1 = input)")
+        arrays[f"{name}_gf"], arrays[f"{name}_de"] = mon.array("grad_norm"), mon.array("dirichlet_energy")
+        runs[name] = r
         print(f"{name}: test {r['test_acc']:.3f} val {r['val_acc']:.3f} skips {r['skips']} "
               f"({r['time_s']:.0f} s)", flush=True)
+
+    def log_range(key):  # one colour scale per metric, over all settings
+        vals = np.concatenate([arrays[f"{n}_{key}"].ravel() for n in a.settings])
+        vals = vals[vals > 0]
+        return (float(np.log10(vals.min())), float(np.log10(vals.max()))) if vals.size else (None, None)
+
+    for key, what, unit in (("gf", "gradient norm ||dL/dW_l||_2", "log10 GF"),
+                            ("de", "Dirichlet energy (pre-ReLU)", "log10 E")):
+        lo, hi = log_range(key)
+        for name in a.settings:
+            r = runs[name]
+            tag = f"{TITLES[name]} ({a.layers} layers, Cora): test {100 * r['test_acc']:.1f}%"
+            tag += f"\nskips at layers {[s + 1 for s in r['skips']]}" if r["skips"] else "\nno skips"
+            plot_heatmap(arrays[f"{name}_{key}"], os.path.join(a.out_dir, f"gcn_{key}_{name}.png"),
+                         title=f"{what} -- {tag}", log=True, cbar_label=unit, ylabel="layer (1 = input)",
+                         vmin=lo, vmax=hi)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     np.savez_compressed(os.path.join(HERE, "results", "gcn_figures.npz"), **arrays)
 

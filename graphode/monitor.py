@@ -212,12 +212,16 @@ def plot_heatmap(
     cbar_label: str = "",
     figsize: Sequence[float] = (6.0, 2.8),
     dpi: int = 90,
+    vmin: Optional[float] = None,
+    vmax: Optional[float] = None,
 ) -> str:
     """Save a layer x epoch heatmap of ``values`` ``[layer, epoch]`` as a PNG.
 
     ``log=True`` plots ``log10`` (zeros and negatives floored at the smallest
-    positive value / 10).  Uses matplotlib's Agg canvas without touching the
-    global backend.  Returns ``str(path)``.
+    positive value / 10).  ``vmin`` / ``vmax`` fix the colour range (in plotted
+    units, i.e. log10 when ``log``) so that several heatmaps share one scale.
+    Uses matplotlib's Agg canvas without touching the global backend.
+    Returns ``str(path)``.
     """
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -233,7 +237,7 @@ def plot_heatmap(
     fig = Figure(figsize=tuple(figsize), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(v, aspect="auto", interpolation="nearest", origin="lower", cmap="viridis",
+    im = ax.imshow(v, aspect="auto", interpolation="nearest", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax,
                    extent=(-0.5, v.shape[1] - 0.5, 0.5, v.shape[0] + 0.5))
     cb = fig.colorbar(im, ax=ax)
     cb.set_label(cbar_label or ("log10" if log else ""))
