@@ -106,6 +106,9 @@ def train_one(model_name: str, dataset, config: Dict[str, Any], seed: int, epoch
     res = {k: v for k, v in res.items() if k != "history"}
     res["time_s"] = time.perf_counter() - t0
     res["skips"] = list(getattr(model, "skips", []) or [])
+    for cb in getattr(model, "callbacks", []) or []:  # {layer: epoch it was rewired}
+        if isinstance(getattr(cb, "skips", None), dict):
+            res["skip_epochs"] = {str(k): v for k, v in sorted(cb.skips.items())}
     res["_model"] = model
     return res
 
@@ -131,7 +134,8 @@ def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str]
         r = train_one(job["model"], ds, cfg, int(job["seed"]), epochs)
         r.pop("_model", None)
         rec = {**job, "epochs_cfg": epochs, "test_acc": r["test_acc"], "val_acc": r["val_acc"],
-               "best_epoch": r["best_epoch"], "skips": r["skips"], "time_s": round(r["time_s"], 2),
+               "best_epoch": r["best_epoch"], "skips": r["skips"], "skip_epochs": r.get("skip_epochs"),
+               "time_s": round(r["time_s"], 2),
                "epoch_time_s": r["epoch_time_s"]}
         append_jsonl(out, rec)
         done.append(rec)
