@@ -15,6 +15,7 @@ import time
 from typing import Any, Dict, Optional
 
 from ._callbacks import Callback
+from ._rewiring import GradientGuidedRewiring, probe_skips
 from ._cli import add_train_args, load_config, packaged_config_path, run_train
 from ._trainer import (
     DEFAULT_TRAIN_CONFIG,
@@ -28,6 +29,8 @@ from ._trainer import (
 
 __all__ = [
     "Callback",
+    "GradientGuidedRewiring",
+    "probe_skips",
     "Trainer",
     "fit",
     "run_many",
