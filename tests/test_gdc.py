@@ -10,14 +10,7 @@ from graphode import Graph
 from graphode.rewiring import GDC, diffusion_matrix_dense, gdc, gdc_edge_index
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tensors are small, and on a loaded 2-core machine
-    OpenMP synchronisation dominates (8x slower with 2 threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ring_graph(n=30, chords=12, seed=0):

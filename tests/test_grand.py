@@ -15,14 +15,7 @@ from graphode.train import fit, load_config, seed_everything
 
 from test_train import synthetic_dataset
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tensors are small, and on a loaded 2-core machine
-    OpenMP synchronisation dominates (8x slower with 2 threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 VARIANTS = ["grand-l", "grand-nl", "grand-nl-rw"]

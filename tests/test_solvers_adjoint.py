@@ -4,13 +4,7 @@ import torch
 
 from graphode.solvers import odeint, odeint_adjoint
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: avoid OpenMP oversubscription on loaded 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

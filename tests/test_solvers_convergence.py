@@ -8,13 +8,7 @@ from graphode.solvers import TABLEAUX, odeint
 from graphode.solvers._common import Dynamics, SolverStats
 from graphode.solvers._rk import RKPlan
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: avoid OpenMP oversubscription on loaded 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

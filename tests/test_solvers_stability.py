@@ -5,12 +5,7 @@ import torch
 from graphode.solvers import odeint, solve
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_graph(n=40, p=0.15, seed=0):

@@ -12,13 +12,7 @@ torchdiffeq = pytest.importorskip("torchdiffeq", reason="torchdiffeq is needed f
 ADAPTIVE = ["dopri5", "bosh3", "dopri8", "fehlberg2", "adaptive_heun"]
 FIXED = ["euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams"]
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: avoid OpenMP oversubscription on loaded 2-core machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -13,14 +13,7 @@ from graphode.models import MODELS, register_model
 from graphode.train import add_train_args, fit, run_many, run_train, seed_everything
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tensors are small, and on a loaded 2-core machine
-    OpenMP synchronisation dominates (8x slower with 2 threads)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def synthetic_dataset(n=120, f=16, c=3, seed=0, splits=None):
