@@ -154,3 +154,26 @@ def summary_table(records: List[Dict[str, Any]], paper: Dict, title: str) -> str
 def setup_threads(n: Optional[int]) -> None:
     if n:
         torch.set_num_threads(int(n))
+
+
+def table_main(doc: str, split: str, split_label: str, paper: Dict, title: str, out_name: str, argv=None) -> None:
+    """Shared driver of the Table 1 / Table 2 scripts: run (model, dataset) cells on
+    ``split`` and print the summary beside the paper's ``paper`` numbers."""
+    p = common_args(doc.splitlines()[0], runs=10)
+    p.add_argument("--models", nargs="+", default=["grand-l", "grand-nl", "grand-nl-rw"])
+    p.add_argument("--datasets", nargs="+", default=["cora", "citeseer"])
+    args = p.parse_args(argv)
+    from graphode.train._cli import parse_set
+
+    out = args.out or os.path.join(RESULTS, out_name)
+    if not args.summary_only:
+        setup_threads(args.threads)
+        root = data_root(args.data_root)
+        seeds = range(args.seed, args.seed + args.runs)
+        for d in args.datasets:
+            for m in args.models:
+                cfg = config_for(m, d, parse_set(args.overrides))
+                print(f"{m} on {d} ({split_label}), {args.runs} seeds, epochs "
+                      f"{args.epochs or cfg.get('epochs')}", flush=True)
+                run_cell(m, d, split, seeds, cfg, out, root, epochs=args.epochs)
+    print(summary_table(read_jsonl(out), paper, title))
