@@ -37,19 +37,12 @@ import torch.nn.functional as F
 from graphode import ops
 from graphode.models.gcn import GCN
 
-THREADS = int(os.environ.get("GRAPHODE_BENCH_THREADS", "1"))
 ROUNDS = int(os.environ.get("GRAPHODE_BENCH_ROUNDS", "7"))
 LAYERS = int(os.environ.get("GRAPHODE_BENCH_LAYERS", "64"))
 STRICT = os.environ.get("GRAPHODE_BENCH_STRICT", "0") == "1"  # report by default; =1 asserts the goal
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """One intra-op thread by default: stable numbers on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 
 
 def _cora():
@@ -122,14 +115,14 @@ def test_bench_gcn_64_layers_epoch_vs_pyg():
             times[k].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     backend = ops.resolve_backend(None, torch.device("cpu"))
-    print(f"\n{LAYERS}-layer GCN training epoch on Cora ({THREADS} thread(s), median of {ROUNDS}, "
+    print(f"\n{LAYERS}-layer GCN training epoch on Cora ({torch.get_num_threads()} thread(s), median of {ROUNDS}, "
           f"graphode backend: {backend})")
     for k, v in med.items():
         print(f"  {k:22s} {1e3 * v:9.1f} ms   pyg-cached / this = {med['pyg-cached'] / v:5.2f}x")
     out = os.environ.get("GRAPHODE_BENCH_OUT")
     if out:
         with open(out, "w") as f:
-            json.dump({"layers": LAYERS, "threads": THREADS, "rounds": ROUNDS, "backend": backend,
+            json.dump({"layers": LAYERS, "threads": torch.get_num_threads(), "rounds": ROUNDS, "backend": backend,
                        "median_s": med, "all_s": times}, f, indent=2)
     speedup = med["pyg-cached"] / med["graphode"]
     if STRICT:

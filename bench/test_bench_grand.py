@@ -34,19 +34,13 @@ import torch.nn.functional as F
 
 from graphode import ops
 
-THREADS = int(os.environ.get("GRAPHODE_BENCH_THREADS", "1"))
 ROUNDS = int(os.environ.get("GRAPHODE_BENCH_ROUNDS", "5"))
 T = float(os.environ.get("GRAPHODE_BENCH_T", "4"))
 METHOD = os.environ.get("GRAPHODE_BENCH_METHOD", "rk4")
 STRICT = os.environ.get("GRAPHODE_BENCH_STRICT", "0") == "1"  # report by default; =1 asserts the goal
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 
 
 def _cora():
@@ -101,7 +95,7 @@ def test_grand_nl_epoch_fused_vs_reference():
     med = {k: statistics.median(v) for k, v in times.items()}
     mins = {k: min(v) for k, v in times.items()}
     ratio = med["reference"] / med["fused"]
-    print(f"\nGRAND-nl epoch on Cora ({METHOD}, T={T}, NFE {nfe['fused']}, {THREADS} thread(s), {ROUNDS} rounds): "
+    print(f"\nGRAND-nl epoch on Cora ({METHOD}, T={T}, NFE {nfe['fused']}, {torch.get_num_threads()} thread(s), {ROUNDS} rounds): "
           f"fused ({fused_name}) median {1e3 * med['fused']:.0f} ms (min {1e3 * mins['fused']:.0f}), "
           f"reference median {1e3 * med['reference']:.0f} ms (min {1e3 * mins['reference']:.0f}); "
           f"speed-up {ratio:.2f}x (min/min {mins['reference'] / mins['fused']:.2f}x)")
@@ -111,7 +105,7 @@ def test_grand_nl_epoch_fused_vs_reference():
     if out:
         with open(out, "w") as f:
             json.dump({"median_s": med, "min_s": mins, "speedup_median": ratio, "nfe": nfe["fused"],
-                       "threads": THREADS, "rounds": ROUNDS, "method": METHOD, "T": T,
+                       "threads": torch.get_num_threads(), "rounds": ROUNDS, "method": METHOD, "T": T,
                        "fused_backend": fused_name}, f, indent=2)
     if STRICT:
         assert ratio >= 5.0, f"fused ops only {ratio:.2f}x faster than the reference (goal >= 5x)"

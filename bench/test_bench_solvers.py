@@ -23,16 +23,9 @@ from graphode.solvers import solve
 torchdiffeq = pytest.importorskip("torchdiffeq", reason="the benchmarks compare against torchdiffeq")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-THREADS = int(os.environ.get("GRAPHODE_BENCH_THREADS", "1"))
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    """One intra-op thread by default: stable numbers on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 
 
 # ------------------------------------------------------------------ fixtures
