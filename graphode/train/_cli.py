@@ -42,6 +42,13 @@ def packaged_config_path(model: Optional[str], dataset: str) -> Optional[str]:
         m = model.lower()
         fams.append("grand" if m.startswith("grand") else m)
         fams.append(m.split("-")[0])
+        try:  # the deep-GCN baselines (gcnii, appnp, sgc, jknet, gat, ...) train with the GCN settings
+            from ..models.baselines import BASELINE_MODELS
+
+            if m in BASELINE_MODELS:
+                fams.append("gcn")
+        except ImportError:  # pragma: no cover - PyG missing
+            pass
     for fam in dict.fromkeys(fams):
         p = os.path.join(base, fam, f"{name}.yaml")
         if os.path.exists(p):
@@ -83,7 +90,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = parser
     p.add_argument("--model", default=None, help="model name (grand-l, grand-nl, grand-nl-rw, gcn, ...); "
                    "default: the config's 'model' key")
-    p.add_argument("--dataset", default="cora", help="dataset name (default: cora)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset name (default: the --config file's 'dataset' key, else cora)")
     p.add_argument("--split", default="public", choices=["public", "random", "geom-gcn", "official"],
                    help="public Planetoid split or random LCC splits (GRAND protocol)")
     p.add_argument("--runs", type=int, default=1, help="number of seeds (default 1)")
@@ -114,6 +122,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _resolve_config(args) -> Dict[str, Any]:
+    if args.dataset is None:  # --config's own dataset key, else Cora
+        args.dataset = (load_config(args.config) if args.config else {}).get("dataset") or "cora"
     cfg = load_config(args.config, args.model, args.dataset)
     model = args.model or cfg.get("model")
     if model is None:
