@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["Graph", "power_law_graph"]
+__all__ = ["Graph", "grid_graph", "power_law_graph"]
 
 _INDEX_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
@@ -419,4 +419,39 @@ def power_law_graph(
     g = Graph.from_edge_index(ei, num_nodes)
     if self_loops:
         g = g.add_self_loops()
+    return g.to(device) if device is not None else g
+
+
+def grid_graph(height: int, width: int, connectivity: int = 4, num_grids: int = 1, device=None) -> Graph:
+    """The pixel grid ``height x width`` as an undirected graph (both directions stored).
+
+    Node ``g * height * width + r * width + c`` is pixel ``(r, c)`` of grid ``g``
+    (row-major; ``num_grids`` disjoint copies, e.g. one per image of a batch),
+    so a ``[B, H, W]`` image batch reshaped to ``[B * H * W]`` lines up with the
+    nodes.  ``connectivity=4`` joins horizontal and vertical neighbours,
+    ``connectivity=8`` also the diagonal ones.  No self loops.
+
+    Returns a :class:`Graph` with ``N = num_grids * height * width`` nodes and,
+    per grid, ``2 * (H (W - 1) + (H - 1) W)`` directed edges (4-connectivity;
+    ``+ 4 (H - 1)(W - 1)`` with 8): interior pixels have in-degree 4 (8),
+    border pixels fewer.
+    """
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+    H, W, B = int(height), int(width), int(num_grids)
+    if H < 1 or W < 1 or B < 0:
+        raise ValueError(f"need height, width >= 1 and num_grids >= 0, got {height}, {width}, {num_grids}")
+    idx = torch.arange(H * W).view(H, W)
+    offsets = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if connectivity == 8 else [])
+    src, dst = [], []
+    for dr, dc in offsets:  # each undirected pair once: (r, c) -- (r + dr, c + dc), dr >= 0
+        a = idx[:H - dr, max(0, -dc):W - max(0, dc)]
+        b = idx[dr:, max(0, dc):W + min(0, dc)]
+        src += [a.reshape(-1), b.reshape(-1)]
+        dst += [b.reshape(-1), a.reshape(-1)]
+    ei = torch.stack([torch.cat(src), torch.cat(dst)])
+    if B != 1:
+        shift = (torch.arange(B) * (H * W)).repeat_interleave(ei.size(1))
+        ei = ei.repeat(1, B) + shift
+    g = Graph.from_edge_index(ei, B * H * W)
     return g.to(device) if device is not None else g
