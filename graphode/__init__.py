@@ -15,7 +15,7 @@ import importlib
 
 from . import ops
 from ._extension import extension_info
-from .graph import Graph, power_law_graph
+from .graph import Graph, grid_graph, power_law_graph
 
 __version__ = "0.1.0"
 
@@ -39,7 +39,7 @@ _LAZY = {
     "sweep": ("graphode.sweep", None),
 }
 
-__all__ = ["Graph", "power_law_graph", "ops", "extension_info", "__version__", *_LAZY]
+__all__ = ["Graph", "grid_graph", "power_law_graph", "ops", "extension_info", "__version__", *_LAZY]
 
 
 def __getattr__(name):
