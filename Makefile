@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 CSRC := $(shell find csrc -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) 2>/dev/null)
 
-.PHONY: all install test test-all run bench bench-quick cmake-test clean distclean
+.PHONY: all install test test-all run bench bench-smoke bench-scale bench-quick cmake-test clean distclean
 
 all: install
 
@@ -43,8 +43,24 @@ test-all: install
 run: install
 	$(PY) -m graphode run
 
+# The benchmark suite (bench/README.md): every provider side by side, correctness
+# checked first; saves pytest-benchmark JSON under .benchmarks/ and compares with the
+# previous saved run when there is one; writes bench/results/*.{md,json,png}.
+# BENCH_ARGS passes pytest options (e.g. BENCH_ARGS="-k spmm" or "bench/test_bench_ops.py").
+BENCH_ARGS ?=
+BENCH_PYTEST = $(PY) -m pytest -p no:cacheprovider -o addopts= --benchmark-only \
+	--benchmark-columns=min,median,rounds --benchmark-group-by=group --benchmark-sort=name
 bench: install
-	$(PY) -m pytest bench --benchmark-only --benchmark-autosave --benchmark-columns=min,median,mean,stddev,rounds $(PYTEST_ARGS)
+	$(BENCH_PYTEST) bench -q --benchmark-autosave \
+	    $(if $(wildcard .benchmarks/*/*.json),--benchmark-compare) $(BENCH_ARGS)
+
+# Every bench file at its smallest size (seconds; results in /tmp, nothing saved).
+bench-smoke: install
+	GRAPHODE_BENCH_SIZE=smoke GRAPHODE_BENCH_RESULTS=/tmp/graphode-bench-smoke $(BENCH_PYTEST) bench -q $(BENCH_ARGS)
+
+# Only the 1M-node / 10M-edge GRAND-nl adjoint run (cpu, then the reference).
+bench-scale: install
+	$(BENCH_PYTEST) bench/test_bench_scale.py -q -s $(BENCH_ARGS)
 
 bench-quick: install
 	$(PY) -m graphode bench --quick

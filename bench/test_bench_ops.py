@@ -1,60 +1,54 @@
-"""Benchmarks of the graph ops on the CPU (pytest-benchmark; not part of `pytest tests/`).
+"""Graph-op benchmarks on the CPU: every provider side by side in one run.
 
     .venv/bin/python -m pytest bench/test_bench_ops.py --benchmark-only -q
-    GRAPHODE_BENCH_REPORT=/tmp/ops.md ...   # also write the markdown table there
 
-Side by side, in one run, on 2 threads (torch.set_num_threads(2); the
-graphode kernels follow it):
+Providers (2 intra-op threads, ``GRAPHODE_BENCH_OP_THREADS``):
 
-* ``cpu``        graphode's C++/OpenMP kernels (torch.ops.graphode.*);
-* ``composition`` the native-torch PyG recipe (gather -> scatter_reduce softmax
-                 -> index_add_), which is exactly ``graphode.ops.reference``;
-* ``sparse.mm``  ``torch.sparse.mm`` on a CSR tensor (spmm only; its fwd+bwd
-                 differentiates x only: torch's gradient w.r.t. the CSR values
-                 is a dense [N, N] tensor, 40 GB at N = 100k).
+* ``cpu``          graphode's C++/OpenMP kernels (``backend="cpu"``);
+* ``composition``  the native-torch PyG recipe (gather -> ``scatter_reduce``
+                   softmax -> ``index_add_``), i.e. ``graphode.ops.reference``;
+* ``sparse.mm``    ``torch.sparse.mm`` on a CSR tensor (spmm only; its backward
+                   differentiates x only: torch's gradient w.r.t. the CSR values
+                   is a dense [N, N] tensor, 40 GB at N = 100k).
 
-Graphs: a generated Cora-sized graph (2708 nodes, ~10.5k edges), a generated
-PubMed-sized graph (19717 nodes, ~88.6k edges) and a power-law graph with
-N = 100k, E ~ 1M (``graphode.power_law_graph``, with self loops).  H = 4,
-D = 16, F = 64, float32.  Modes: ``fwd`` and ``fwd+bwd`` (gradients of all
-float inputs: weight and x; q and k; q, k and x).
+Modes: ``fwd`` (under ``no_grad``), ``bwd`` (the backward alone: the forward
+runs once outside the timing, then ``torch.autograd.grad(..., retain_graph=True)``
+is timed) and ``full`` (forward + backward).  The backward differentiates all
+float inputs (spmm: weight and x; edge_attention: q and k;
+attention_diffusion: q, k and x).
 
-Every benchmark first checks its result (and gradients) against the
-reference.  Reported per case:
+Graphs (``graphode.power_law_graph``, self loops): Cora-sized (2,708 nodes,
+~10.5k edges), PubMed-sized (19,717 nodes, ~88.6k edges) and N = 100k,
+E ~ 1M.  H = 4, D = 16, F = 64, float32.
 
-* time: pytest-benchmark's statistics; the table gives min and median (on a
-  shared machine the median includes preemption by other jobs, the min is
-  closer to what the code does) and speed-ups of both, taken in the same run;
-* peak extra memory: in a fresh subprocess per graph (``MALLOC_MMAP_THRESHOLD_``
-  = 64 KiB so freed tensors go back to the OS), after building the inputs the
-  kernel's peak-RSS counter is reset (``/proc/self/clear_refs``, "5") and the
-  case is run once (every case ran once on a tiny graph first, so one-time
-  runtime initialisation is not charged to the first one); extra = VmHWM - VmRSS before the run.  It counts every
-  byte the op and autograd allocate (outputs, saved tensors, temporaries,
-  gradients), but not the inputs;
-* GB/s: compulsory bytes / time, where compulsory bytes = every input array
-  read once plus every output written once (graph arrays, features, outputs,
-  gradients).  The kernels really move more (each edge gathers a source row),
-  so this is a lower bound on their bandwidth; it is the same byte count for
-  every backend of an op, so GB/s ratios are speed ratios.
+Every case first checks its outputs and gradients against the reference
+(relative 1e-4).  Reported per case (``bench/results/ops.md``):
+
+* time: min and median over rounds (pytest-benchmark's statistics);
+* GB/s: compulsory bytes / min time, and as a percentage of the session's
+  STREAM triad.  Compulsory bytes = every input array read once plus every
+  output written once; the same count for every provider of an op (so GB/s
+  ratios are speed ratios), and a lower bound on what the kernels move (each
+  edge gathers a source row);
+* peak extra memory: per graph, a fresh subprocess (``graphode._benchutil.run_worker``)
+  builds the inputs, warms every case up on a tiny graph, then for each case
+  resets the peak-RSS counter and runs it once: VmHWM minus the RSS before.  It
+  counts outputs, saved tensors, temporaries and gradients, not the inputs
+  (in ``bwd`` mode: what the backward adds once the forward is done).
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
-import time
 
 import pytest
 import torch
 
 import graphode
+from graphode import _benchutil as bu
 from graphode import ops
 
-torch.set_num_threads(2)
-THREADS = 2
+THREADS = int(os.environ.get("GRAPHODE_BENCH_OP_THREADS", "2"))
+torch.set_num_threads(THREADS)
 H, D, F = 4, 16, 64
 DTYPE = torch.float32
 
@@ -65,30 +59,35 @@ try:
 except ImportError:  # pragma: no cover
     HAVE_CPU = False
 
-SIZES = {
-    # name: (builder source, rounds for the fast backends, rounds for the composition)
-    "cora": ("graphode.power_law_graph(2708, 7950, seed=0)", 30, 10),  # 10,537 edges
-    "pubmed": ("graphode.power_law_graph(19717, 69700, seed=1)", 15, 5),  # 88,627 edges
-    "100k-1M": ("graphode.power_law_graph(100_000, 1_000_000, seed=0)", 5, 1),  # 1,080,760 edges
-}
+# name: (num_nodes, num_edges, seed, rounds for cpu / sparse.mm, rounds for the composition)
+SIZES = bu.pick(
+    {
+        "cora": (2708, 7950, 0, 30, 10),  # 10,537 edges
+        "pubmed": (19717, 69700, 1, 15, 5),  # 88,627 edges
+        "100k-1M": (100_000, 1_000_000, 0, 5, 1),  # 1,080,760 edges
+    },
+    {"smoke": (400, 2000, 0, 2, 1)},
+)
+_WARM = (300, 1000, 0, 1, 1)
 
 OPS = ("spmm", "edge_attention", "attention_diffusion")
 BACKENDS = {"spmm": ("cpu", "composition", "sparse.mm"), "edge_attention": ("cpu", "composition"),
             "attention_diffusion": ("cpu", "composition")}
-MODES = ("fwd", "fwd+bwd")
+MODES = ("fwd", "bwd", "full")
 
 _graphs: dict = {}
 _inputs: dict = {}
 _truth: dict = {}
 _memory: dict = {}
-RESULTS: dict = {}
 
 
 # --------------------------------------------------------------------------- inputs
 def get_graph(size):
     if size not in _graphs:
-        g = eval(SIZES[size][0], {"graphode": graphode})
-        g.csr()  # build and cache the CSC arrays outside the timings
+        n, e, seed = (SIZES.get(size) or _WARM)[:3]
+        g = bu.power_law_graph_cached(n, e, seed=seed)
+        g.csr()
+        g.csc_ptr  # build and cache the transpose outside the timings
         _graphs[size] = g
     return _graphs[size]
 
@@ -109,239 +108,172 @@ def get_inputs(size):
     return _inputs[size]
 
 
-def make_case(size, op, backend, mode):
-    """A zero-argument callable running one (op, backend, mode), returning outputs."""
-    g = get_graph(size)
-    t = get_inputs(size)
+def op_fn(size, op, backend):
+    """(function of the differentiable inputs, their names, the cotangent)."""
+    g, t = get_graph(size), get_inputs(size)
     scale = 1.0 / D**0.5
+    be = "cpu" if backend == "cpu" else "reference"
     if op == "spmm":
-        names, cot = ("w", "x"), t["gy"]
         if backend == "sparse.mm":
-            # fwd+bwd: gradient w.r.t. x only (a fixed adjacency, as in GCN):
-            # torch's backward w.r.t. the CSR values materialises a dense
-            # [N, N] gradient (1.9 GB at PubMed size; 40 GB at 100k nodes).
-            names = ("x",)
-            A = torch.sparse_csr_tensor(g.rowptr, g.col, t["w"], size=(g.num_nodes, g.num_nodes))
+            A = torch.sparse_csr_tensor(g.rowptr, g.col, t["w"], size=(g.num_nodes, g.num_nodes),
+                                        check_invariants=False)
+            return (lambda x: torch.sparse.mm(A, x)), ("x",), t["gy"]
+        return (lambda w, x: ops.spmm(g, w, x, backend=be)), ("w", "x"), t["gy"]
+    if op == "edge_attention":
+        return (lambda q, k: ops.edge_attention(g, q, k, scale, backend=be)), ("q", "k"), t["ga"]
+    return (lambda q, k, x: ops.attention_diffusion(g, q, k, x, scale, backend=be)), ("q", "k", "x"), t["gy"]
 
-            def fn(x):
-                return torch.sparse.mm(A, x)
-        else:
-            be = "cpu" if backend == "cpu" else "reference"
 
-            def fn(w, x):
-                return ops.spmm(g, w, x, backend=be)
-    elif op == "edge_attention":
-        names, cot = ("q", "k"), t["ga"]
-        be = "cpu" if backend == "cpu" else "reference"
-
-        def fn(q, k):
-            return ops.edge_attention(g, q, k, scale, backend=be)
-    else:
-        names, cot = ("q", "k", "x"), t["gy"]
-        be = "cpu" if backend == "cpu" else "reference"
-
-        def fn(q, k, x):
-            return ops.attention_diffusion(g, q, k, x, scale, backend=be)
-
+def make_case(size, op, backend, mode):
+    """``(run, prepare)``: ``run()`` executes one (op, backend, mode) and returns its
+    outputs (forward output and/or gradients); in ``bwd`` mode ``prepare()`` runs
+    the forward first (outside the timing) and ``run`` only the backward."""
+    fn, names, cot = op_fn(size, op, backend)
+    t = get_inputs(size)
     if mode == "fwd":
         args = [t[n] for n in names]
 
         def run():
             with torch.no_grad():
                 return (fn(*args),)
-    else:
-        args = [t[n].detach().requires_grad_(True) for n in names]
 
+        return run, None
+    args = [t[n].detach().requires_grad_(True) for n in names]
+    if mode == "full":
         def run():
             y = fn(*args)
             return (y.detach(), *torch.autograd.grad(y, args, cot))
-    return run
+
+        return run, None
+    state = {}
+
+    def prepare():
+        state["y"] = fn(*args)
+
+    def run():
+        return torch.autograd.grad(state["y"], args, cot, retain_graph=True)
+
+    return run, prepare
 
 
 def compulsory_bytes(size, op, mode):
     g = get_graph(size)
-    N, E = g.num_nodes, g.num_edges
-    b4, b8 = 4, 8
-    csr = b8 * (N + 1 + E)
-    csc = b8 * (N + 1 + 2 * E)
-    qk, nf = 2 * b4 * N * H * D, b4 * N * F
-    if op == "spmm":
-        fwd = csr + b4 * E + 2 * nf
-        bwd = nf + csr + csc + b4 * E + nf + b4 * E + nf
-    elif op == "edge_attention":
-        fwd = csr + qk + b4 * E * H
-        bwd = 2 * b4 * E * H + csr + csc + qk + qk
-    else:
-        fwd = csr + qk + nf + nf + b4 * N * H
-        bwd = nf + b4 * N * H + csr + csc + qk + nf + qk + nf
-    return fwd if mode == "fwd" else fwd + bwd
+    return bu.graph_op_bytes(op, mode, g.num_nodes, g.num_edges, H, D, F)
 
 
 def truth(size, op):
-    """Reference outputs and gradients (computed once per graph and op)."""
+    """Reference output and gradients of all inputs (once per graph and op)."""
     key = (size, op)
     if key not in _truth:
-        _truth[key] = make_case(size, op, "composition", "fwd+bwd")()
+        _truth[key] = make_case(size, op, "composition", "full")[0]()
     return _truth[key]
 
 
-def check(size, op, mode, outs, backend):
+def check(size, op, backend, mode, outs):
     ref = truth(size, op)
-    if backend == "sparse.mm" and mode == "fwd+bwd":
-        ref = (ref[0], ref[2])  # output and grad x (no grad w, see make_case)
-    for got, exp in zip(outs, ref):
-        err = (got - exp).abs().max().item()
-        tol = 1e-4 * max(1.0, exp.abs().max().item())
-        assert err <= tol, f"{op} {size} {mode}: max abs error {err:.3e} > {tol:.3e}"
+    if backend == "sparse.mm":
+        ref = (ref[0], ref[2])  # output and grad x (no grad w)
+    ref = {"fwd": ref[:1], "bwd": ref[1:], "full": ref}[mode]
+    bu.check_close(outs, ref, rtol=1e-4, what=f"{op} {backend} {mode} on {size}")
 
 
 # --------------------------------------------------------------------------- memory (subprocess)
-_MEM_SCRIPT = textwrap.dedent(
-    """
-    import gc, json, sys, torch
-    sys.path.insert(0, {bench_dir!r})
-    import test_bench_ops as B
-    torch.set_num_threads({threads})
-    size = {size!r}
-    B.get_graph(size); B.get_inputs(size)
-    def status(key):
-        for line in open("/proc/self/status"):
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    # Warm-up on a tiny graph: one-time initialisation (OpenMP and autograd
-    # threads, lazy module state) must not be charged to the first case.
-    B.SIZES["_warm"] = ("graphode.power_law_graph(300, 1000, seed=0)", 1, 1)
-    for op, backends in B.BACKENDS.items():
-        for backend in backends:
-            if backend != "cpu" or B.HAVE_CPU:
-                B.make_case("_warm", op, backend, "fwd+bwd")()
-    gc.collect()
-    out = {{}}
-    for op, backends in B.BACKENDS.items():
-        for backend in backends:
-            if backend == "cpu" and not B.HAVE_CPU:
+def memory_worker(emit, size):
+    """In a fresh process: peak extra RSS of every case of one graph, emitted as
+    ``{"key": "op|backend|mode", "peak_extra_bytes": ...}``."""
+    get_graph(size), get_inputs(size)
+    for op in OPS:  # warm-up on a tiny graph: one-time initialisation is not charged to the first case
+        for backend in BACKENDS[op]:
+            if backend != "cpu" or HAVE_CPU:
+                make_case("_warm", op, backend, "full")[0]()
+    for op in OPS:
+        for backend in BACKENDS[op]:
+            if backend == "cpu" and not HAVE_CPU:
                 continue
-            run = B.make_case(size, op, backend, "fwd+bwd")
-            gc.collect()
-            before = status("VmRSS")
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            res = run()
-            peak = status("VmHWM")
-            del res
-            out[op + "|" + backend] = peak - before
-    print("MEM" + json.dumps(out))
-    """
-)
+            for mode in MODES:
+                run, prepare = make_case(size, op, backend, mode)
+                if prepare:
+                    prepare()
+                with bu.PeakRSS() as m:
+                    res = run()
+                del res, run, prepare
+                emit({"key": f"{op}|{backend}|{mode}", "peak_extra_bytes": m.extra})
 
 
 def peak_memory(size):
-    """{op|backend: peak extra bytes of one fwd+bwd}, measured in a fresh subprocess."""
     if size not in _memory:
-        script = _MEM_SCRIPT.format(bench_dir=os.path.dirname(os.path.abspath(__file__)), threads=THREADS, size=size)
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(THREADS))
-        p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
-        line = [ln for ln in p.stdout.splitlines() if ln.startswith("MEM")]
-        _memory[size] = json.loads(line[0][3:]) if (p.returncode == 0 and line) else {"error": p.stderr[-2000:]}
+        r = bu.run_worker(f"{os.path.abspath(__file__)}:memory_worker", {"size": size}, threads=THREADS,
+                          mem_limit=bu.memory_limit_bytes(), timeout=600)
+        _memory[size] = {rec["key"]: rec["peak_extra_bytes"] for rec in r.records if "key" in rec}
+        if r.status != "ok":
+            _memory[size]["_error"] = f"{r.status}: {r.error[-300:]}"
     return _memory[size]
 
 
 # --------------------------------------------------------------------------- benchmarks
-CASES = [
-    (size, op, backend, mode)
-    for size in SIZES
-    for op in OPS
-    for backend in BACKENDS[op]
-    for mode in MODES
-]
+CASES = [(size, op, backend, mode) for size in SIZES for op in OPS for backend in BACKENDS[op] for mode in MODES]
 
 
-@pytest.mark.parametrize(
-    "size,op,backend,mode", CASES, ids=[f"{s}-{o}-{b}-{m}" for s, o, b, m in CASES]
-)
+@pytest.mark.parametrize("size,op,backend,mode", CASES, ids=[f"{s}-{o}-{b}-{m}" for s, o, b, m in CASES])
 def test_bench(benchmark, size, op, backend, mode):
     if backend == "cpu" and not HAVE_CPU:
         pytest.skip("graphode._C is not built")
     benchmark.group = f"{op} {mode} {size}"
-    run = make_case(size, op, backend, mode)
-    check(size, op, mode, run(), backend)  # correctness first (also a warm-up)
-    rounds = SIZES[size][2] if backend == "composition" else SIZES[size][1]
+    run, prepare = make_case(size, op, backend, mode)
+    if prepare:
+        prepare()
+    check(size, op, backend, mode, run())  # correctness first (also the warm-up)
+    rounds = SIZES[size][4] if backend == "composition" else SIZES[size][3]
     benchmark.pedantic(run, rounds=rounds, iterations=1, warmup_rounds=0)
-    median, tmin = benchmark.stats.stats.median, benchmark.stats.stats.min
+    st = benchmark.stats.stats
     nbytes = compulsory_bytes(size, op, mode)
     g = get_graph(size)
-    info = dict(
-        nodes=g.num_nodes, edges=g.num_edges, threads=THREADS, median_s=median, min_s=tmin, rounds=rounds,
-        gbps=nbytes / tmin / 1e9, compulsory_bytes=nbytes, loadavg_1min=os.getloadavg()[0],
-    )
-    if mode == "fwd+bwd":
-        mem = peak_memory(size)
-        info["peak_extra_bytes"] = mem.get(f"{op}|{backend}")
+    gbps = nbytes / st.min / 1e9
+    triad = bu.META.get("triad_gbps")
+    mem = peak_memory(size)
+    info = dict(size=size, op=op, backend=backend, mode=mode, nodes=g.num_nodes, edges=g.num_edges, threads=THREADS,
+                min_s=st.min, median_s=st.median, rounds=rounds, compulsory_bytes=nbytes, gbps=gbps,
+                triad_fraction=gbps / triad if triad else None,
+                peak_extra_bytes=mem.get(f"{op}|{backend}|{mode}"), loadavg_1min=os.getloadavg()[0])
     benchmark.extra_info.update(info)
-    RESULTS[(size, op, backend, mode)] = info
+    REPORT.add(**info)
 
 
-def _fmt_t(t):
-    return f"{t * 1e3:,.2f} ms" if t < 0.01 else f"{t * 1e3:,.1f} ms" if t < 10 else f"{t:,.1f} s"
-
-
-def _fmt_mem(b):
-    return "n/a" if b is None else f"{b / 2**20:,.0f} MiB" if b >= 2**20 else f"{b / 2**10:,.0f} KiB"
-
-
-def report() -> str:
-    lines = []
+# --------------------------------------------------------------------------- report
+def render(rows, meta):
+    res = {(r["size"], r["op"], r["backend"], r["mode"]): r for r in rows}
+    out = []
     for size in SIZES:
-        rows = [k for k in RESULTS if k[0] == size]
-        if not rows:
+        keys = [k for k in res if k[0] == size]
+        if not keys:
             continue
-        i0 = RESULTS[rows[0]]
-        lines.append(f"\n#### {size}: N = {i0['nodes']:,}, E = {i0['edges']:,} (H={H}, D={D}, F={F}, float32, {THREADS} threads)\n")
-        lines.append(
-            "| op | mode | backend | min | median | GB/s (min) | peak extra mem (fwd+bwd) | cpu speed-up (min) "
-            "| cpu speed-up (median) | mem ratio |"
-        )
-        lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        r0 = res[keys[0]]
+        out.append(f"\n#### {size}: N = {r0['nodes']:,}, E = {r0['edges']:,} "
+                   f"(H={H}, D={D}, F={F}, float32, {r0['threads']} threads)\n")
+        table = []
         for op in OPS:
             for mode in MODES:
-                cpu = RESULTS.get((size, op, "cpu", mode))
+                cpu = res.get((size, op, "cpu", mode))
                 for backend in BACKENDS[op]:
-                    r = RESULTS.get((size, op, backend, mode))
+                    r = res.get((size, op, backend, mode))
                     if r is None:
                         continue
-                    t, tmed = r["min_s"], r["median_s"]
-                    mem = r.get("peak_extra_bytes")
-                    sp = spm = mr = ""
+                    sp = spm = mr = None
                     if cpu is not None and backend != "cpu":
-                        sp = f"{t / cpu['min_s']:.1f}x"
-                        spm = f"{tmed / cpu['median_s']:.1f}x"
-                        cm = cpu.get("peak_extra_bytes")
-                        if mem and cm:
-                            mr = f"{mem / cm:.1f}x"
-                    lines.append(
-                        f"| {op} | {mode} | {backend} | {_fmt_t(t)} | {_fmt_t(tmed)} | {r['gbps']:.2f} | "
-                        f"{_fmt_mem(mem) if mode == 'fwd+bwd' else ''} | {sp} | {spm} | {mr} |"
-                    )
-    return "\n".join(lines)
+                        sp, spm = r["min_s"] / cpu["min_s"], r["median_s"] / cpu["median_s"]
+                        if r.get("peak_extra_bytes") and cpu.get("peak_extra_bytes"):
+                            mr = r["peak_extra_bytes"] / cpu["peak_extra_bytes"]
+                    tf = r.get("triad_fraction")
+                    table.append([op, mode, backend, bu.fmt_time(r["min_s"]), bu.fmt_time(r["median_s"]),
+                                  f"{r['gbps']:.2f}", f"{100 * tf:.0f}%" if tf is not None else "n/a",
+                                  bu.fmt_bytes(r.get("peak_extra_bytes")), bu.fmt_ratio(sp), bu.fmt_ratio(spm),
+                                  bu.fmt_ratio(mr)])
+        out.append(bu.markdown_table(
+            ["op", "mode", "provider", "min", "median", "GB/s (min)", "% of triad", "peak extra mem",
+             "cpu speed-up (min)", "cpu speed-up (median)", "cpu mem ratio"],
+            table, right=[False, False, False] + [True] * 8))
+    return "\n".join(out)
 
 
-def test_zz_report(benchmark):
-    """Prints (and with GRAPHODE_BENCH_REPORT=path writes) the markdown tables.
-    (Takes the benchmark fixture only so that --benchmark-only runs it.)"""
-    benchmark.group = "zz report"
-    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    if not RESULTS:
-        pytest.skip("no benchmark ran")
-    text = report()
-    loads = [r["loadavg_1min"] for r in RESULTS.values()]
-    head = (
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{THREADS} threads, OMP_DYNAMIC={os.environ.get('OMP_DYNAMIC', 'unset')}, 1-min load average "
-        f"{min(loads):.1f}-{max(loads):.1f} during the run; "
-        "`python -m pytest bench/test_bench_ops.py --benchmark-only -q`\n"
-    )
-    print("\n" + head + text)
-    path = os.environ.get("GRAPHODE_BENCH_REPORT")
-    if path:
-        with open(path, "w") as f:
-            f.write(head + text + "\n")
+REPORT = bu.Report("ops", "Graph ops (CPU): graphode cpu vs the composition vs torch.sparse.mm", render,
+                   command="python -m pytest bench/test_bench_ops.py --benchmark-only")

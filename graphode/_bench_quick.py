@@ -10,42 +10,20 @@ Measures, in one process and on the same generated power-law graph:
 * an RK4 solve against ``torchdiffeq`` when it is installed.
 
 Every graphode result is checked against the reference before it is timed.
-The full suite with memory figures and scaling curves is ``make bench``.
+The full suite with memory figures and scaling curves is ``make bench``;
+the timing, bandwidth and checking helpers are shared with it (``graphode._benchutil``).
 """
 from __future__ import annotations
 
 import argparse
 import math
-import time
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
+from ._benchutil import best_time, check_close, stream_triad_gbps
 
-def best_time(fn: Callable[[], object], repeat: int = 5, min_time: float = 0.2) -> float:
-    """Best wall time of ``fn()`` in seconds over ``repeat`` rounds (each >= one call)."""
-    fn()  # warm-up
-    best = math.inf
-    for _ in range(repeat):
-        n, t0 = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            dt = time.perf_counter() - t0
-            if dt >= min_time / repeat or n >= 50:
-                break
-        best = min(best, dt / n)
-    return best
-
-
-def stream_triad_gbps(n: int = 1 << 24, dtype=torch.float32) -> float:
-    """Memory bandwidth (GB/s) of ``a = b + s*c`` on ``n``-element arrays (3 streams:
-    2 reads + 1 write; ``torch.add(out=)`` writes in place, no allocation)."""
-    b = torch.rand(n, dtype=dtype)
-    c = torch.rand(n, dtype=dtype)
-    a = torch.empty(n, dtype=dtype)
-    t = best_time(lambda: torch.add(b, c, alpha=3.0, out=a), repeat=5, min_time=0.5)
-    return 3 * n * b.element_size() / t / 1e9
+__all__ = ["best_time", "stream_triad_gbps", "run_quick", "add_bench_args", "run_bench"]
 
 
 def _row(name: str, t: float, base: float, gbs: float = None) -> str:
@@ -74,7 +52,7 @@ def run_quick(num_nodes: int, num_edges: int, F: int, H: int, D: int, seed: int 
     # index + weight arrays (E*(8+4)).
     y_ref = ref.spmm(g, w, x)
     y = ops.spmm(g, w, x)
-    assert torch.allclose(y, y_ref, rtol=1e-4, atol=1e-4), "spmm disagrees with the reference"
+    check_close(y, y_ref, rtol=1e-4, what="spmm vs the reference")
     A = g.to_torch_sparse_csr(w)
     t_ref = best_time(lambda: ref.spmm(g, w, x))
     t_sp = best_time(lambda: torch.sparse.mm(A, x))
@@ -103,8 +81,7 @@ def run_quick(num_nodes: int, num_edges: int, F: int, H: int, D: int, seed: int 
     fwd_bwd(ref.attention_diffusion)()
     grads_ref = [t.grad.clone() for t in (q, k, xr)]
     fwd_bwd(fused)()
-    for a_, b_ in zip(grads_ref, (q.grad, k.grad, xr.grad)):
-        assert torch.allclose(a_, b_, rtol=1e-3, atol=1e-4), "attention_diffusion gradients disagree"
+    check_close((q.grad, k.grad, xr.grad), grads_ref, rtol=1e-4, what="attention_diffusion gradients vs the reference")
     t_ref = best_time(fwd_bwd(ref.attention_diffusion), repeat=3)
     t_go = best_time(fwd_bwd(fused), repeat=3)
     yield ("")
@@ -128,7 +105,7 @@ def run_quick(num_nodes: int, num_edges: int, F: int, H: int, D: int, seed: int 
     ours = odeint(f, x, ts, method="rk4", options=opts)[-1]
     if torchdiffeq is not None:
         theirs = torchdiffeq.odeint(f, x, ts, method="rk4", options=opts)[-1]
-        assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5), "rk4 disagrees with torchdiffeq"
+        check_close(ours, theirs, rtol=1e-5, what="rk4 vs torchdiffeq")
         t_td = best_time(lambda: torchdiffeq.odeint(f, x, ts, method="rk4", options=opts), repeat=3)
         yield (_row("torchdiffeq.odeint", t_td, t_td))
     t_go = best_time(lambda: odeint(f, x, ts, method="rk4", options=opts), repeat=3)
