@@ -351,6 +351,346 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
   return err;
 }
 
+// ================================================================ attention_diffusion: row helpers
+// The attention_diffusion kernels spend their time on small per-edge pieces:
+// H dot products of length D (the scores), a softmax over a handful of edges
+// per row (Cora averages 5 in-edges with self loops, the 100k-node power-law
+// graph 11), a log per head and row, and short gathers.  With runtime H and D
+// those pieces are loops of one or two iterations with a horizontal sum per
+// head and scalar tails, and they cost far more than the arithmetic.
+//
+// Fast path (Heads<T, HH> with HH = H > 0), for H a power of two up to the
+// vector width W and D a multiple of W (float32 on AVX-512: H in {1, 2, 4, 8,
+// 16}, D in {16, 32, ...}; the benchmarks' H = 4 and 8 with D = 16):
+//   * D % W == 0: every head is whole vectors, so a head's dot product is
+//     whole-vector FMAs and no vector straddles two heads;
+//   * W % H == 0: the heads tile a vector, so in a flat [n, H] array starting
+//     at a multiple of W, lane l of every vector is head l % H.  The per-head
+//     softmax steps (max, exp, sums, the head average, D and ds of the
+//     backward) run on whole vectors against one tiled per-head vector, with
+//     rows padded to whole vectors by -inf scores (exp -> 0: neutral for max
+//     and sums), so there are no scalar tails.  Per-edge values (the head
+//     average c, t = <g_i, x_j>) move between [n] and [n, H] layouts with one
+//     constant shuffle per vector (group_sum / lane_spread, simd.h).
+//   * scores G = W / H edges at a time: the W per-(edge, head) product
+//     vectors go through one transpose_sum (simd.h), whose result is already
+//     s[t0 .. t0 + G, 0 .. H] in row-major order: one store.
+//   * lse = m + log(l) for all heads of a row in one log_vec.
+// H is a template parameter there, so every loop over heads is unrolled.
+// Other shapes (Heads<T, 0>) use the generic HeadRep helpers above; both
+// paths compute the same quantities in the same order per edge and agree to
+// rounding.  Scratch arrays of [n] or [n, H] values get W entries of slack.
+
+template <class T>
+inline bool fast_heads(int64_t H, int64_t D) {
+  constexpr int64_t W = Simd<T>::W;
+  return H > 0 && D > 0 && D % W == 0 && W % H == 0;
+}
+
+// s[t, h] = scale <q_i[h], k[idx[t], h]> for t < n, G = W / HH edges per
+// transpose_sum; writes whole vectors, so s gets roundup(n, G) * HH values
+// (padding edges score 0; the caller overwrites them).  Prefetches k rows (and
+// rows of x2 [N, F2], used next by the caller) kPrefetchDistance edges ahead,
+// across the row end up to idx[npf - 1].
+template <class T, int HH>
+inline void block_scores_fast(const T* __restrict qi, const T* __restrict k, const int64_t* __restrict idx, int64_t n,
+                              int64_t D, T scale, T* __restrict s, int64_t npf, const T* x2, int64_t F2) {
+  using S = Simd<T>;
+  using V = typename S::vec;
+  constexpr int W = int(S::W), G = W / HH;
+  const int64_t HD = HH * D, DV = D / W;
+  const V sv = S::set1(scale);
+  for (int64_t t0 = 0; t0 < n; t0 += G) {
+#pragma GCC unroll 16
+    for (int g = 0; g < G; ++g) {
+      const int64_t tp = t0 + g + kPrefetchDistance;
+      if (tp < npf) {
+        prefetch_row(k + idx[tp] * HD, HD * int64_t(sizeof(T)));
+        if (x2) prefetch_row(x2 + idx[tp] * F2, F2 * int64_t(sizeof(T)));
+      }
+    }
+    V p[W];
+#pragma GCC unroll 16
+    for (int g = 0; g < G; ++g) {
+      if (t0 + g < n) {
+        const T* kj = k + idx[t0 + g] * HD;
+#pragma GCC unroll 16
+        for (int h = 0; h < HH; ++h) {
+          V acc = S::load(qi + h * D) * S::load(kj + h * D);
+          for (int64_t c = 1; c < DV; ++c) acc += S::load(qi + h * D + c * W) * S::load(kj + h * D + c * W);
+          p[g * HH + h] = acc;
+        }
+      } else {
+#pragma GCC unroll 16
+        for (int h = 0; h < HH; ++h) p[g * HH + h] = S::zero();
+      }
+    }
+    S::store(s + t0 * HH, sv * transpose_sum<T>(p));
+  }
+}
+
+// y[0:HD] (+)= sum_t coef_t[f / D] src[idx[t], f] over one register tile of NV
+// vectors starting at f0 (D % W == 0: a vector lies in one head), where
+// coef_t = coef + t * cs, or coef + cidx[t] * cs when Indirect (the CSC pass
+// reads the records of the edges in place).  The per-head gather-reduce of
+// grad_q (src = k) and grad_k (src = q).
+template <class T, int NV, bool Indirect>
+GRAPHODE_INLINE void gather_axpy_heads_tile(int64_t n, const int64_t* __restrict idx, const T* __restrict coef,
+                                            int64_t cs, const int64_t* __restrict cidx, const T* __restrict src,
+                                            int64_t HD, int64_t D, int64_t f0, T* __restrict y, bool accumulate,
+                                            int64_t npf) {
+  using S = Simd<T>;
+  constexpr int64_t W = S::W;
+  constexpr int64_t kLineElems = 64 / sizeof(T);
+  typename S::vec acc[NV];
+  int64_t hv[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) {
+    acc[v] = accumulate ? S::load(y + f0 + v * W) : S::zero();
+    hv[v] = (f0 + v * W) / D;
+  }
+  const T* sf = src + f0;
+  for (int64_t t = 0; t < n; ++t) {
+    if (t + kPrefetchDistance < npf) {
+      const T* pr = sf + idx[t + kPrefetchDistance] * HD;
+#pragma GCC unroll 16
+      for (int64_t l = 0; l < NV * W; l += kLineElems) GRAPHODE_PREFETCH(pr + l);
+    }
+    const T* __restrict cr = coef + (Indirect ? cidx[t] : t) * cs;
+    const T* __restrict sr = sf + idx[t] * HD;
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[v] += S::set1(cr[hv[v]]) * S::load(sr + v * W);
+  }
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) S::store(y + f0 + v * W, acc[v]);
+}
+
+template <class T, int K, bool Indirect>
+GRAPHODE_INLINE void gather_axpy_heads_rest(int64_t nvec, int64_t n, const int64_t* idx, const T* coef, int64_t cs,
+                                            const int64_t* cidx, const T* src, int64_t HD, int64_t D, int64_t f0,
+                                            T* y, bool accumulate, int64_t npf) {
+  if constexpr (K >= 1) {
+    if (nvec == K)
+      gather_axpy_heads_tile<T, K, Indirect>(n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate, npf);
+    else
+      gather_axpy_heads_rest<T, K - 1, Indirect>(nvec, n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate, npf);
+  }
+}
+
+// Register tile of the attention kernels' gathers: 8 vectors (a 128-float q/k
+// row or an 80-float feature row of float32 on AVX-512 in one sweep).
+constexpr int kAttnTile = 8;
+
+/// y[h*D : (h+1)*D] (+)= sum_{t < n} coef_t[h] src[idx[t], h*D : (h+1)*D] for
+/// all heads h < H (src rows [H, D]); coef_t = coef + t * cs (or coef +
+/// cidx[t] * cs when cidx is given).  Register-tiled when D % W == 0,
+/// per-head axpy otherwise.  npf as in gather_axpy (0: no prefetching).
+template <class T>
+inline void gather_axpy_heads(int64_t n, const int64_t* __restrict idx, const T* __restrict coef, int64_t cs,
+                              const int64_t* __restrict cidx, const T* __restrict src, int64_t H, int64_t D,
+                              T* __restrict y, bool accumulate, int64_t npf) {
+  constexpr int64_t W = Simd<T>::W;
+  const int64_t HD = H * D;
+  if (D % W != 0) {
+    if (!accumulate) fill(y, T(0), HD);
+    for (int64_t t = 0; t < n; ++t) {
+      if (t + kPrefetchDistance < npf) prefetch_row(src + idx[t + kPrefetchDistance] * HD, HD * int64_t(sizeof(T)));
+      const T* sr = src + idx[t] * HD;
+      const T* cr = coef + (cidx ? cidx[t] : t) * cs;
+      for (int64_t h = 0; h < H; ++h) axpy(y + h * D, cr[h], sr + h * D, D);
+    }
+    return;
+  }
+  auto run = [&](auto indirect) {
+    constexpr bool I = decltype(indirect)::value;
+    int64_t f0 = 0;
+    for (; f0 + kAttnTile * W <= HD; f0 += kAttnTile * W)
+      gather_axpy_heads_tile<T, kAttnTile, I>(n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate, npf);
+    gather_axpy_heads_rest<T, kAttnTile - 1, I>((HD - f0) / W, n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate,
+                                                npf);
+  };
+  if (cidx)
+    run(std::true_type{});
+  else
+    run(std::false_type{});
+}
+
+/// Per-row head operations on flat [n, H] arrays: HH = H > 0 is the fast
+/// path (see above), HH = 0 the generic one (runtime H; rep and mrep: [HR]
+/// scratch each).
+template <class T, int HH>
+struct Heads {
+  using S = Simd<T>;
+  using V = typename S::vec;
+  static constexpr int W = int(S::W);
+  static constexpr bool kFast = HH > 0;
+  static constexpr int G = kFast ? W / HH : 1;  // edges per vector (fast path)
+  static_assert(HH == 0 || W % HH == 0, "fast path needs H | W");
+  HeadRep<T> hr;
+  int64_t H, D;
+  T* rep = nullptr;
+  T* mrep = nullptr;
+
+  Heads(int64_t H_, int64_t D_) : hr(H_), H(kFast ? HH : H_), D(D_) {}
+
+  static constexpr auto lanes() { return std::make_index_sequence<std::size_t(W)>{}; }
+
+  // Entries of a flat [n, H] array that the ops touch (whole vectors on the fast path).
+  int64_t len(int64_t n) const {
+    if constexpr (kFast) return (n * HH + W - 1) / W * W;
+    return n * H;
+  }
+
+  // Per-head v [H] tiled over a vector (fast path).
+  static V tile(const T* v) {
+    T l[W];
+#pragma GCC unroll 16
+    for (int u = 0; u < W; ++u) l[u] = v[u % (kFast ? HH : 1)];
+    return S::load(l);
+  }
+
+  // Lanes g H (g < G) of v moved to lanes g: the per-edge values of a vector
+  // of G edges, ready for a (whole-vector, slack-covered) store.
+  static V compact(V v) {
+    if constexpr (HH <= 1) {
+      return v;
+    } else {
+      return compact_(v, lanes());
+    }
+  }
+  template <std::size_t... L>
+  static V compact_(V v, std::index_sequence<L...>) {
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    return __builtin_shufflevector(v, v, ((int(L) * (kFast ? HH : 1)) % W)...);
+#else
+    typedef typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type I;
+    typedef I ivec __attribute__((vector_size(GRAPHODE_VBYTES)));
+    return __builtin_shuffle(v, ivec{I((int(L) * (kFast ? HH : 1)) % W)...});
+#endif
+  }
+
+  // Per-edge values t[t0 .. t0 + G) spread over the G H lanes of their edges.
+  static V spread(const T* t) {
+    if constexpr (HH <= 1) return S::load(t);
+    else return lane_spread<T, (kFast ? HH : 1)>(S::load(t), lanes());
+  }
+
+  // Fold lanes of v by head: out[h] = op over lanes l = h (mod H).
+  template <class Op>
+  static void fold(V v, T* out, Op op) {
+    T l[W];
+    S::store(l, v);
+#pragma GCC unroll 16
+    for (int h = 0; h < (kFast ? HH : 1); ++h) out[h] = l[h];
+#pragma GCC unroll 16
+    for (int u = (kFast ? HH : 1); u < W; ++u) out[u % (kFast ? HH : 1)] = op(out[u % (kFast ? HH : 1)], l[u]);
+  }
+
+  /// s[t, h] = scale <q_i[h], k[idx[t], h]>; fast path: padded with -inf.
+  void scores(const T* qi, const T* k, const int64_t* idx, int64_t n, T scale, T* s, int64_t npf, const T* x2,
+              int64_t F2) const {
+    if constexpr (kFast) {
+      block_scores_fast<T, HH>(qi, k, idx, n, D, scale, s, npf, x2, F2);
+      for (int64_t u = n * HH, e = len(n); u < e; ++u) s[u] = neg_inf<T>();
+    } else {
+      block_scores(qi, k, idx, n, H, D, scale, s, npf, x2, F2);
+    }
+  }
+
+  /// m[h] = max_t s[t, h]  (n >= 1)
+  void max(const T* s, int64_t n, T* m) const {
+    if constexpr (kFast) {
+      V acc = S::load(s);
+      for (int64_t u = W, e = len(n); u < e; u += W) {
+        const V a = S::load(s + u);
+        acc = a > acc ? a : acc;
+      }
+      fold(acc, m, [](T a, T b) { return b > a ? b : a; });
+    } else {
+      heads_max(hr, s, n, rep, m);
+    }
+  }
+
+  /// s[t, h] = exp(s[t, h] - sub[h]) in place; if sum: sum[h] = sum_t s[t, h].
+  void exp_sub(T* s, int64_t n, const T* sub, T* sum) const {
+    if constexpr (kFast) {
+      const V sv = tile(sub);
+      V acc = S::zero();
+      for (int64_t u = 0, e = len(n); u < e; u += W) {
+        const V v = exp_vec(S::load(s + u) - sv);
+        S::store(s + u, v);
+        acc += v;
+      }
+      if (sum) fold(acc, sum, [](T a, T b) { return a + b; });
+    } else {
+      rep_fill(hr, sub, mrep, rep_used(hr, n));
+      heads_exp(hr, s, n, mrep, rep, sum);
+    }
+  }
+
+  /// out[h] = m[h] + log(l[h])
+  void lse(const T* m, const T* l, T* out) const {
+    if constexpr (kFast) {
+      T r[W];
+      S::store(r, tile(m) + log_vec(tile(l)));
+      for (int h = 0; h < HH; ++h) out[h] = r[h];
+    } else {
+      for (int64_t h = 0; h < H; ++h) out[h] = T(m[h] + std::log(l[h]));
+    }
+  }
+
+  /// c[t] = sum_h s[t, h] w[h]  (c: W slack)
+  void combine(const T* s, int64_t n, const T* w, T* c) const {
+    if constexpr (kFast) {
+      const V wv = tile(w);
+      for (int64_t u = 0, t0 = 0, e = len(n); u < e; u += W, t0 += G)
+        S::store(c + t0, compact(group_sum<T, HH>(S::load(s + u) * wv)));
+    } else {
+      heads_combine(s, n, H, w, c);
+    }
+  }
+
+  /// acc[h] += sum_t a[t, h] tt[t]  (tt: zero slack after n)
+  void dsum(const T* a, const T* tt, int64_t n, T* acc) const {
+    if constexpr (kFast) {
+      V v = S::zero();
+      for (int64_t u = 0, t0 = 0, e = len(n); u < e; u += W, t0 += G) v += S::load(a + u) * spread(tt + t0);
+      T part[HH];
+      fold(v, part, [](T x, T y) { return x + y; });
+      for (int h = 0; h < HH; ++h) acc[h] += part[h];
+    } else {
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t h = 0; h < H; ++h) acc[h] += a[t * H + h] * tt[t];
+    }
+  }
+
+  /// ds[t, h] = scale a[t, h] (tt[t] / H - Dh[h]) and, if c, c[t] = (1/H) sum_h a[t, h]
+  /// (tt: zero slack after n; ds, c: W slack; tt null: c only).
+  void ds_c(const T* a, const T* tt, int64_t n, const T* Dh, T scale, T invH, T* ds, T* c) const {
+    if constexpr (kFast) {
+      const V dv = tile(Dh);
+      for (int64_t u = 0, t0 = 0, e = len(n); u < e; u += W, t0 += G) {
+        const V av = S::load(a + u);
+        if (tt) S::store(ds + u, scale * (av * (spread(tt + t0) * invH - dv)));
+        if (c) S::store(c + t0, invH * compact(group_sum<T, HH>(av)));
+      }
+    } else {
+      for (int64_t t = 0; t < n; ++t) {
+        const T* at = a + t * H;
+        if (tt) {
+          const T th = tt[t] * invH;
+          for (int64_t h = 0; h < H; ++h) ds[t * H + h] = scale * (at[h] * (th - Dh[h]));
+        }
+        if (c) {
+          T cs = T(0);
+          for (int64_t h = 0; h < H; ++h) cs += at[h];
+          c[t] = invH * cs;
+        }
+      }
+    }
+  }
+};
+
 // ================================================================ attention_diffusion
 /// Fused forward: out [N, F] = (1/H) sum_h sum_{j->i} a_ijh x[j];
 /// lse [N, H] = log sum_{j->i} exp(s_ijh).  A row without in-edges gets
@@ -366,41 +706,37 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
 ///     row has an edge; lse_h = m_h + log l_h.
 ///   pass 2: the weight of x[j] is the head average c_ij = (1/H) sum_h
 ///     e^(s_ijh - lse_ih), and out[i] = sum_j c_ij x[j] is one register-tiled
-///     gather-reduce over F (gather_axpy).  When the row fits one block (the
-///     common case) the block's e^(s - m) are still in scratch and c needs no
-///     recomputation; longer rows recompute their block scores (D-work only,
-///     which is cheaper than keeping H separate, rescaled F-accumulators).
+///     gather-reduce over F (gather_axpy, tiles of kAttnTile vectors).  When
+///     the row fits one block (the common case) the block's e^(s - m) are
+///     still in scratch and c needs no recomputation; longer rows recompute
+///     their block scores (D-work only, which is cheaper than keeping H
+///     separate, rescaled F-accumulators).
 /// Memory: lse plus O(kAttnBlock * H) scratch per thread; x and k rows are
-/// gathered once per edge (twice for k on rows longer than kAttnBlock).
-template <class T>
-int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, const T* x, int64_t H, int64_t D,
-                                int64_t F, double scale_d, T* out, T* lse, int nthreads = 0) {
-  int st = validate(g, true, false, nthreads);
-  if (st != kOk) return st;
-  const int64_t N = g.num_nodes, E = g.num_edges, HD = H * D;
-  if (N == 0) return kOk;
-  if (H == 0) {
-    fill(out, T(0), N * F);
-    return kOk;
-  }
+/// gathered once per edge (twice for k on rows longer than kAttnBlock), and
+/// prefetched by the score loop kPrefetchDistance edges ahead.
+template <class T, int HH>
+int attention_diffusion_forward_impl(const GraphView& g, const T* q, const T* k, const T* x, int64_t H_, int64_t D,
+                                     int64_t F, double scale_d, T* out, T* lse, int nthreads) {
+  const int64_t N = g.num_nodes, E = g.num_edges, H = HH > 0 ? HH : H_, HD = H * D;
+  constexpr int64_t W = Simd<T>::W;
   const T scale = T(scale_d), invH = T(1) / T(H);
-  const HeadRep<T> hr(H);
   const int nt = plan_threads(nthreads, E * (HD + F + 8 * H) + N * F);
   int err = kOk;
-  const int64_t scratch_size = kAttnBlock * H + kAttnBlock + 3 * hr.HR + 4 * H;
+  const int64_t HR = HeadRep<T>(H).HR;
+  const int64_t scratch_size = kAttnBlock * H + W + kAttnBlock + W + 2 * HR + 4 * H;
   for_each_row_part(
       g.rowptr, N, E, nt, [&] { return std::vector<T>(scratch_size); },
       [&](int64_t r0, int64_t r1, std::vector<T>& buf) {
         const int64_t part_end = g.rowptr[r1];
-        T* s = buf.data();           // [kAttnBlock, H] scores, then exps
-        T* c = s + kAttnBlock * H;   // [kAttnBlock] head-averaged weights
-        T* rep = c + kAttnBlock;     // [HR] reduction scratch
-        T* mrep = rep + hr.HR;       // [HR] replicated row max / lse
-        T* lrep = mrep + hr.HR;      // [HR]
-        T* m = lrep + hr.HR;         // [H] running max
-        T* l = m + H;                // [H] running sum of exp(s - m)
-        T* bm = l + H;               // [H] block max / block sum
-        T* w = bm + H;               // [H] per-head weights of heads_combine
+        Heads<T, HH> rh(H, D);
+        T* s = buf.data();                // [kAttnBlock H + W] scores, then exps
+        T* c = s + kAttnBlock * H + W;    // [kAttnBlock + W] head-averaged weights
+        rh.rep = c + kAttnBlock + W;      // [HR] reduction scratch (generic path)
+        rh.mrep = rh.rep + HR;            // [HR]
+        T* m = rh.mrep + HR;              // [H] running max
+        T* l = m + H;                     // [H] running sum of exp(s - m)
+        T* bm = l + H;                    // [H] block max / block sum
+        T* w = bm + H;                    // [H] per-head weights of combine
         for (int64_t i = r0; i < r1; ++i) {
           const int64_t e0 = g.rowptr[i], e1 = g.rowptr[i + 1], n = e1 - e0;
           T* yi = out + i * F;
@@ -412,189 +748,260 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
             continue;
           }
           const T* qi = q + i * HD;
-          // ---- pass 1: online softmax statistics
+          if (n <= kAttnBlock) {
+            // one block: max, exp and sum over the scores in scratch, then one gather
+            rh.scores(qi, k, g.col + e0, n, scale, s, part_end - e0, x, F);
+            rh.max(s, n, m);  // max shift: every exp argument <= 0
+            rh.exp_sub(s, n, m, l);
+            rh.lse(m, l, lsei);
+            for (int64_t h = 0; h < H; ++h) w[h] = invH / l[h];
+            rh.combine(s, n, w, c);
+            // the x rows were prefetched by the score loop: npf = 0
+            gather_axpy<T, kAttnTile>(n, g.col + e0, c, x, F, yi, /*accumulate=*/false, 0);
+            continue;
+          }
+          // ---- pass 1: online softmax statistics over blocks
           fill(m, neg_inf<T>(), H);
           fill(l, T(0), H);
           for (int64_t b = e0; b < e1; b += kAttnBlock) {
             const int64_t nb = std::min(kAttnBlock, e1 - b);
-            block_scores(qi, k, g.col + b, nb, H, D, scale, s, part_end - b, x, F);
-            heads_max(hr, s, nb, rep, bm);
+            rh.scores(qi, k, g.col + b, nb, scale, s, part_end - b, nullptr, 0);
+            rh.max(s, nb, bm);
             for (int64_t h = 0; h < H; ++h) {
               const T mn = std::max(m[h], bm[h]);
               // rescale the running sum to the new max (l = 0 before the first block)
               if (l[h] != T(0)) l[h] *= exp_scalar(m[h] - mn);
               m[h] = mn;
             }
-            rep_fill(hr, m, mrep, rep_used(hr, nb));
-            heads_exp(hr, s, nb, mrep, rep, bm);
+            rh.exp_sub(s, nb, m, bm);
             for (int64_t h = 0; h < H; ++h) l[h] += bm[h];
           }
-          for (int64_t h = 0; h < H; ++h) lsei[h] = T(m[h] + std::log(l[h]));
-          // ---- pass 2: out[i] = sum_j c_ij x[j]
-          if (n <= kAttnBlock) {
-            for (int64_t h = 0; h < H; ++h) w[h] = invH / l[h];
-            heads_combine(s, n, H, w, c);
-            gather_axpy(n, g.col + e0, c, x, F, yi, /*accumulate=*/false, part_end - e0);
-          } else {
-            rep_fill(hr, lsei, mrep);
-            fill(w, invH, H);
-            for (int64_t b = e0; b < e1; b += kAttnBlock) {
-              const int64_t nb = std::min(kAttnBlock, e1 - b);
-              block_scores(qi, k, g.col + b, nb, H, D, scale, s, part_end - b, x, F);
-              heads_exp(hr, s, nb, mrep, rep, static_cast<T*>(nullptr));
-              heads_combine(s, nb, H, w, c);
-              gather_axpy(nb, g.col + b, c, x, F, yi, /*accumulate=*/b != e0, part_end - b);
-            }
+          rh.lse(m, l, lsei);
+          // ---- pass 2: out[i] = sum_j c_ij x[j], block by block
+          fill(w, invH, H);
+          for (int64_t b = e0; b < e1; b += kAttnBlock) {
+            const int64_t nb = std::min(kAttnBlock, e1 - b);
+            rh.scores(qi, k, g.col + b, nb, scale, s, part_end - b, x, F);
+            rh.exp_sub(s, nb, lsei, nullptr);
+            rh.combine(s, nb, w, c);
+            gather_axpy<T, kAttnTile>(nb, g.col + b, c, x, F, yi, /*accumulate=*/b != e0, 0);
           }
         }
       });
   return err;
 }
 
+// Calls body(std::integral_constant<int, HH>) with HH = H for the fast path
+// (fast_heads(H, D)) and HH = 0 otherwise.
+template <class T, class Body>
+inline int dispatch_heads(int64_t H, int64_t D, Body body) {
+  constexpr int64_t W = Simd<T>::W;
+  if (fast_heads<T>(H, D)) {
+    switch (H) {
+      case 1: return body(std::integral_constant<int, 1>{});
+      case 2: if constexpr (W % 2 == 0) return body(std::integral_constant<int, 2>{}); break;
+      case 4: if constexpr (W % 4 == 0) return body(std::integral_constant<int, 4>{}); break;
+      case 8: if constexpr (W % 8 == 0) return body(std::integral_constant<int, 8>{}); break;
+      case 16: if constexpr (W % 16 == 0) return body(std::integral_constant<int, 16>{}); break;
+      default: break;
+    }
+  }
+  return body(std::integral_constant<int, 0>{});
+}
+
+template <class T>
+int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, const T* x, int64_t H, int64_t D,
+                                int64_t F, double scale_d, T* out, T* lse, int nthreads = 0) {
+  int st = validate(g, true, false, nthreads);
+  if (st != kOk) return st;
+  if (g.num_nodes == 0) return kOk;
+  if (H == 0) {
+    fill(out, T(0), g.num_nodes * F);
+    return kOk;
+  }
+  return dispatch_heads<T>(H, D, [&](auto hh) {
+    return attention_diffusion_forward_impl<T, decltype(hh)::value>(g, q, k, x, H, D, F, scale_d, out, lse, nthreads);
+  });
+}
+
 /// Fused backward for the upstream gradient g [N, F] and the forward's lse.
 /// With a_ijh = exp(s_ijh - lse_ih) recomputed from q, k, lse, and the
 /// head-shared t_ij = <g[i], x[j]>:
-///   D_ih        = (1/H) sum_j a_ijh t_ij                       (row pass)
+///   D_ih        = (1/H) sum_j a_ijh t_ij
 ///   ds_ijh      = a_ijh (t_ij / H - D_ih)
-///   grad_q[i,h] = scale sum_j ds_ijh k[j,h]                    (row pass)
-///   grad_k[j,h] = scale sum_i ds_ijh q[i,h]                    (CSC pass)
-///   grad_x[j]   = sum_i ((1/H) sum_h a_ijh) g[i]               (CSC pass)
-/// The row pass sweeps a row twice (first D, then grad_q: the difference
-/// t/H - D is formed per edge, which avoids the cancellation of the expanded
-/// form); rows up to kAttnBlock keep a and t in scratch between sweeps.  It
-/// stores (lse_i, D_i) packed in an [N, 2H] temporary so that the CSC pass
-/// finds both in one cache line per target.  No [E,*] tensor, no atomics.
+///   grad_q[i,h] = scale sum_j ds_ijh k[j,h]
+///   grad_k[j,h] = scale sum_i ds_ijh q[i,h]
+///   grad_x[j]   = sum_i c_ij g[i],   c_ij = (1/H) sum_h a_ijh
+///
+/// Two passes, each output row written by one thread, no atomics:
+///   1. row pass over targets i (CSR): scores, a, t, D_i, ds and grad_q[i];
+///      it also writes, per edge e (in CSR order, so sequentially), a record
+///      rec[e] = (c_e, scale ds_e0, ..., scale ds_e,H-1): an [E, 1 + H]
+///      temporary;
+///   2. column pass over sources j (CSC): two register-tiled gather-reduces
+///      over j's out-edges p, grad_x[j] = sum_p c g[i_p] and grad_k[j] =
+///      sum_p ds q[i_p], with c and ds read from rec[csc_perm[p]].
+/// The records cost E (1 + H) values of memory and about one gathered cache
+/// line per edge in pass 2 (in place of the per-target (lse, D) line that a
+/// recomputing pass 2 needs); in exchange pass 2 recomputes nothing (no
+/// scores, exp, or t = <g_i, x_j>) and is pure gather-reduce.  That halved
+/// the backward on Cora, where it was compute-bound.
+/// The row pass sweeps a row twice only when it is longer than kAttnBlock
+/// (first D, then ds/grad_q; the difference t/H - D is formed per edge,
+/// which avoids the cancellation of the expanded form); shorter rows keep a
+/// and t in scratch.  Rows without in-edges get grad_q = 0.
 /// grad_q and grad_k are both null or both non-null; grad_x may be null.
+template <class T, int HH>
+int attention_diffusion_backward_impl(const GraphView& g, const T* grad, const T* lse, const T* q, const T* k,
+                                      const T* x, int64_t H_, int64_t D, int64_t F, double scale_d, T* grad_q,
+                                      T* grad_k, T* grad_x, int nthreads) {
+  const bool need_qk = grad_q != nullptr && grad_k != nullptr, need_x = grad_x != nullptr;
+  const int64_t N = g.num_nodes, E = g.num_edges, H = HH > 0 ? HH : H_, HD = H * D;
+  constexpr int64_t W = Simd<T>::W;
+  const T scale = T(scale_d), invH = T(1) / T(H);
+  int err = kOk;
+  const int nt = plan_threads(nthreads, E * (2 * HD + 2 * F + 8 * H) + N * F);
+  // Per-edge records: [c] if need_x, then [scale * ds_h, h < H] if need_qk.
+  const int64_t RS = (need_x ? 1 : 0) + (need_qk ? H : 0), ods = need_x ? 1 : 0;
+  // Fully written by the row pass (rows with bad indices zero theirs): no value-initialisation.
+  std::unique_ptr<T[]> rec_buf(E > 0 ? new T[size_t(E * RS)] : nullptr);
+  T* rec = rec_buf.get();
+  const int64_t HR = HeadRep<T>(H).HR;
+
+  // ---- pass 1: rows (targets i): grad_q[i] and the records of i's in-edges
+  {
+    const int64_t scratch_size = 2 * (kAttnBlock * H + W) + 2 * (kAttnBlock + W) + 2 * HR + H;
+    for_each_row_part(
+        g.rowptr, N, E, nt, [&] { return std::vector<T>(scratch_size); },
+        [&](int64_t r0, int64_t r1, std::vector<T>& buf) {
+          const int64_t part_end = g.rowptr[r1];
+          Heads<T, HH> rh(H, D);
+          T* a = buf.data();                  // [kAttnBlock H + W] attention of the block
+          T* dsb = a + kAttnBlock * H + W;    // [kAttnBlock H + W] scale * ds of the block
+          T* tt = dsb + kAttnBlock * H + W;   // [kAttnBlock + W] t_ij (zero slack)
+          T* cb = tt + kAttnBlock + W;        // [kAttnBlock + W] c_ij
+          rh.rep = cb + kAttnBlock + W;       // [HR] (generic path)
+          rh.mrep = rh.rep + HR;              // [HR]
+          T* Dh = rh.mrep + HR;               // [H]
+          int64_t i = 0;
+          const T* gi = nullptr;
+          const T* lsei = nullptr;
+          // a = exp(scale <q_i, k_j> - lse_i) and t = <g_i, x_j> for edges b .. b + nb
+          auto block = [&](int64_t b, int64_t nb) {
+            rh.scores(q + i * HD, k, g.col + b, nb, scale, a, part_end - b, need_qk ? x : nullptr, F);
+            rh.exp_sub(a, nb, lsei, nullptr);
+            if (need_qk) {
+              for (int64_t t = 0; t < nb; ++t) tt[t] = dot(gi, x + g.col[b + t] * F, F);
+              fill(tt + nb, T(0), W);  // the fast path reads whole vectors
+            }
+          };
+          // records of edges b .. b + nb, and their grad_q contribution
+          auto finish = [&](int64_t b, int64_t nb, T* gqi) {
+            rh.ds_c(a, need_qk ? tt : nullptr, nb, Dh, scale, invH, dsb, need_x ? cb : nullptr);
+            T* r = rec + b * RS;
+            for (int64_t t = 0; t < nb; ++t, r += RS) {
+              if (need_x) r[0] = cb[t];
+              if (need_qk)
+                for (int64_t h = 0; h < H; ++h) r[ods + h] = dsb[t * H + h];
+            }
+            // the k rows are still in cache from the scores: npf = 0
+            if (need_qk)
+              gather_axpy_heads(nb, g.col + b, dsb, H, static_cast<const int64_t*>(nullptr), k, H, D, gqi,
+                                /*accumulate=*/b != g.rowptr[i], 0);
+          };
+          for (i = r0; i < r1; ++i) {
+            const int64_t e0 = g.rowptr[i], e1 = g.rowptr[i + 1], n = e1 - e0;
+            T* gqi = need_qk ? grad_q + i * HD : nullptr;
+            if (n == 0 || !indices_ok(g.col + e0, n, N)) {
+              if (n != 0) {
+                set_error(err, kBadCol);
+                fill(rec + e0 * RS, T(0), n * RS);
+              }
+              if (need_qk) fill(gqi, T(0), HD);
+              continue;
+            }
+            gi = grad + i * F;
+            lsei = lse + i * H;
+            fill(Dh, T(0), H);
+            if (n <= kAttnBlock) {
+              block(e0, n);
+              if (need_qk) rh.dsum(a, tt, n, Dh);
+              for (int64_t h = 0; h < H; ++h) Dh[h] *= invH;
+              finish(e0, n, gqi);
+              continue;
+            }
+            // long row: sweep 1 for D, sweep 2 recomputes each block for ds
+            if (need_qk) {
+              for (int64_t b = e0; b < e1; b += kAttnBlock) {
+                const int64_t nb = std::min(kAttnBlock, e1 - b);
+                block(b, nb);
+                rh.dsum(a, tt, nb, Dh);
+              }
+              for (int64_t h = 0; h < H; ++h) Dh[h] *= invH;
+            }
+            for (int64_t b = e0; b < e1; b += kAttnBlock) {
+              const int64_t nb = std::min(kAttnBlock, e1 - b);
+              block(b, nb);
+              finish(b, nb, gqi);
+            }
+          }
+        });
+  }
+
+  // ---- pass 2: columns (sources j): grad_k[j], grad_x[j] from the records
+  for_each_row_part(
+      g.csc_ptr, N, E, nt, [&] { return std::vector<T>(kAttnBlock); },
+      [&](int64_t c0, int64_t c1, std::vector<T>& buf) {
+        const int64_t part_end = g.csc_ptr[c1];
+        T* cb = buf.data();  // [kAttnBlock] c of the block's edges
+        for (int64_t j = c0; j < c1; ++j) {
+          const int64_t p0 = g.csc_ptr[j], p1 = g.csc_ptr[j + 1], n = p1 - p0;
+          T* gxj = need_x ? grad_x + j * F : nullptr;
+          T* gkj = need_qk ? grad_k + j * HD : nullptr;
+          const bool rows_ok = indices_ok(g.csc_row + p0, n, N);
+          if (n == 0 || !rows_ok || !indices_ok(g.csc_perm + p0, n, E)) {
+            if (n != 0) set_error(err, rows_ok ? kBadCscPerm : kBadCscRow);
+            if (need_x) fill(gxj, T(0), F);
+            if (need_qk) fill(gkj, T(0), HD);
+            continue;
+          }
+          for (int64_t b = p0; b < p1; b += kAttnBlock) {
+            const int64_t nb = std::min(kAttnBlock, p1 - b);
+            // the records are random lines: prefetched ahead across sources
+            for (int64_t t = 0; t < nb; ++t) {
+              if (b + t + kPrefetchDistance < part_end) {
+                const T* rp = rec + g.csc_perm[b + t + kPrefetchDistance] * RS;
+                GRAPHODE_PREFETCH(rp);
+                GRAPHODE_PREFETCH(rp + RS - 1);
+              }
+              if (need_x) cb[t] = rec[g.csc_perm[b + t] * RS];
+            }
+            if (need_x) gather_axpy<T, kAttnTile>(nb, g.csc_row + b, cb, grad, F, gxj, b != p0, part_end - b);
+            if (need_qk)
+              gather_axpy_heads(nb, g.csc_row + b, rec + ods, RS, g.csc_perm + b, q, H, D, gkj, b != p0,
+                                part_end - b);
+          }
+        }
+      });
+  return err;
+}
+
 template <class T>
 int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse, const T* q, const T* k, const T* x,
                                  int64_t H, int64_t D, int64_t F, double scale_d, T* grad_q, T* grad_k, T* grad_x,
                                  int nthreads = 0) {
   const bool need_qk = grad_q != nullptr && grad_k != nullptr, need_x = grad_x != nullptr;
-  int st = validate(g, need_qk, need_qk || need_x, nthreads);
+  int st = validate(g, need_qk || need_x, need_qk || need_x, nthreads);
   if (st != kOk) return st;
-  const int64_t N = g.num_nodes, E = g.num_edges, HD = H * D;
-  if (N == 0 || !(need_qk || need_x)) return kOk;
+  if (g.num_nodes == 0 || !(need_qk || need_x)) return kOk;
   if (H == 0) {
-    if (need_x) fill(grad_x, T(0), N * F);
+    if (need_x) fill(grad_x, T(0), g.num_nodes * F);
     return kOk;
   }
-  const T scale = T(scale_d), invH = T(1) / T(H);
-  const HeadRep<T> hr(H);
-  int err = kOk;
-  const int nt = plan_threads(nthreads, E * (2 * HD + 2 * F + 8 * H) + N * F);
-  const int64_t H2 = 2 * H;
-  // [N, 2H] temporary, fully written by the row pass: no value-initialisation.
-  std::unique_ptr<T[]> ld_buf(need_qk ? new T[size_t(N * H2)] : nullptr);
-  T* ld = ld_buf.get();
-
-  if (need_qk) {
-    const int64_t scratch_size = kAttnBlock * H + kAttnBlock + HD + 2 * hr.HR + 2 * H;
-    for_each_row_part(
-        g.rowptr, N, E, nt, [&] { return std::vector<T>(scratch_size); },
-        [&](int64_t r0, int64_t r1, std::vector<T>& buf) {
-          const int64_t part_end = g.rowptr[r1];
-          T* a = buf.data();             // [kAttnBlock, H] attention of the block
-          T* tt = a + kAttnBlock * H;    // [kAttnBlock] t_ij
-          T* gq = tt + kAttnBlock;       // [HD] grad_q accumulator
-          T* rep = gq + HD;              // [HR]
-          T* lrep = rep + hr.HR;         // [HR] replicated lse_i
-          T* Dh = lrep + hr.HR;          // [H]
-          T* tmp = Dh + H;               // [H]
-          auto block = [&](int64_t i, int64_t b, int64_t nb) {
-            // a = exp(scale <q_i, k_j> - lse_i), t = <g_i, x_j>
-            block_scores(q + i * HD, k, g.col + b, nb, H, D, scale, a, part_end - b, x, F);
-            heads_exp(hr, a, nb, lrep, rep, static_cast<T*>(nullptr));
-            block_dots(grad + i * F, x, g.col + b, nb, F, tt, part_end - b);
-          };
-          for (int64_t i = r0; i < r1; ++i) {
-            const int64_t e0 = g.rowptr[i], e1 = g.rowptr[i + 1], n = e1 - e0;
-            T* ldi = ld + i * H2;
-            std::copy(lse + i * H, lse + (i + 1) * H, ldi);
-            T* gqi = grad_q + i * HD;
-            if (n == 0 || !indices_ok(g.col + e0, n, N)) {
-              if (n != 0) set_error(err, kBadCol);
-              fill(gqi, T(0), HD);
-              fill(ldi + H, T(0), H);
-              continue;
-            }
-            rep_fill(hr, lse + i * H, lrep, rep_used(hr, n));
-            // ---- sweep 1: D_ih = (1/H) sum_j a_ijh t_ij
-            fill(Dh, T(0), H);
-            for (int64_t b = e0; b < e1; b += kAttnBlock) {
-              const int64_t nb = std::min(kAttnBlock, e1 - b);
-              block(i, b, nb);
-              for (int64_t t = 0; t < nb; ++t)
-                for (int64_t h = 0; h < H; ++h) Dh[h] += a[t * H + h] * tt[t];
-            }
-            for (int64_t h = 0; h < H; ++h) Dh[h] *= invH;
-            std::copy(Dh, Dh + H, ldi + H);
-            // ---- sweep 2: grad_q_ih = scale sum_j a_ijh (t_ij/H - D_ih) k_jh
-            fill(gq, T(0), HD);
-            for (int64_t b = e0; b < e1; b += kAttnBlock) {
-              const int64_t nb = std::min(kAttnBlock, e1 - b);
-              if (n > kAttnBlock) block(i, b, nb);  // else a, tt still hold this (only) block
-              for (int64_t t = 0; t < nb; ++t) {
-                if (t + kPrefetchDistance < nb) prefetch_row(k + g.col[b + t + kPrefetchDistance] * HD, HD * sizeof(T));
-                const T* kj = k + g.col[b + t] * HD;
-                const T th = tt[t] * invH;
-                for (int64_t h = 0; h < H; ++h) tmp[h] = a[t * H + h] * (th - Dh[h]);
-                for (int64_t h = 0; h < H; ++h) axpy(gq + h * D, tmp[h], kj + h * D, D);
-              }
-            }
-            scale_to(gqi, scale, gq, HD);
-          }
-        });
-  }
-
-  // ---- CSC pass over sources j: grad_k[j], grad_x[j]
-  const int64_t Hp = padded<T>(H);
-  for_each_row_part(
-      g.csc_ptr, N, E, nt, [&] { return std::vector<T>(HD + 2 * Hp); },
-      [&](int64_t c0, int64_t c1, std::vector<T>& buf) {
-        const int64_t part_end = g.csc_ptr[c1];
-        T* gk = buf.data();
-        T* av = gk + HD;  // [Hp] a_ijh of the current edge (padded for exp_inplace)
-        T* ds = av + Hp;  // [Hp]
-        for (int64_t j = c0; j < c1; ++j) {
-          const int64_t p0 = g.csc_ptr[j], p1 = g.csc_ptr[j + 1];
-          T* gxj = need_x ? grad_x + j * F : nullptr;
-          if (need_x) fill(gxj, T(0), F);
-          if (need_qk) fill(gk, T(0), HD);
-          if (!indices_ok(g.csc_row + p0, p1 - p0, N)) {
-            set_error(err, kBadCscRow);
-            if (need_qk) fill(grad_k + j * HD, T(0), HD);
-            continue;
-          }
-          const T* kj = k + j * HD;
-          const T* xj = x + j * F;
-          for (int64_t p = p0; p < p1; ++p) {
-            if (p + kPrefetchDistance < part_end) {
-              const int64_t ip = g.csc_row[p + kPrefetchDistance];
-              prefetch_row(q + ip * HD, HD * sizeof(T));
-              prefetch_row(grad + ip * F, F * sizeof(T));
-              GRAPHODE_PREFETCH(need_qk ? ld + ip * H2 : lse + ip * H);
-            }
-            const int64_t i = g.csc_row[p];
-            const T* qi = q + i * HD;
-            const T* li = need_qk ? ld + i * H2 : lse + i * H;
-            const T* gi = grad + i * F;
-            for (int64_t h = 0; h < H; ++h) av[h] = scale * dot(qi + h * D, kj + h * D, D) - li[h];
-            exp_inplace(av, H);
-            if (need_x) {
-              T csum = T(0);
-              for (int64_t h = 0; h < H; ++h) csum += av[h];
-              axpy(gxj, csum * invH, gi, F);
-            }
-            if (need_qk) {
-              const T th = dot(gi, xj, F) * invH;
-              for (int64_t h = 0; h < H; ++h) ds[h] = av[h] * (th - li[H + h]);
-              for (int64_t h = 0; h < H; ++h) axpy(gk + h * D, ds[h], qi + h * D, D);
-            }
-          }
-          if (need_qk) scale_to(grad_k + j * HD, scale, gk, HD);
-        }
-      });
-  return err;
+  return dispatch_heads<T>(H, D, [&](auto hh) {
+    return attention_diffusion_backward_impl<T, decltype(hh)::value>(g, grad, lse, q, k, x, H, D, F, scale_d, grad_q,
+                                                                      grad_k, grad_x, nthreads);
+  });
 }
 
 }  // namespace cpu

@@ -189,14 +189,23 @@ inline int validate(const GraphView& g, bool need_csr, bool need_csc, int /*nthr
   return kOk;
 }
 
-// True when all n indices lie in [0, bound).  Vectorisable; the unsigned
-// compare also catches negatives.
-inline bool indices_ok(const int64_t* idx, int64_t n, int64_t bound) {
-  uint64_t bad = 0;
+// True when all n indices lie in [0, bound); the unsigned compare also
+// catches negatives.  Called once per row with n ~ the degree (a handful), so
+// it is an unrolled scalar OR-reduction: the compiler's vectorised version of
+// this loop (masked epilogue, partial vectors spilled and reloaded) stalled on
+// store forwarding and cost ~20% of the attention forward on Cora.
+GRAPHODE_INLINE bool indices_ok(const int64_t* idx, int64_t n, int64_t bound) {
   const uint64_t ub = uint64_t(bound);
-#pragma omp simd reduction(| : bad)
-  for (int64_t t = 0; t < n; ++t) bad |= uint64_t(uint64_t(idx[t]) >= ub);
-  return bad == 0;
+  uint64_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    b0 |= uint64_t(uint64_t(idx[t]) >= ub);
+    b1 |= uint64_t(uint64_t(idx[t + 1]) >= ub);
+    b2 |= uint64_t(uint64_t(idx[t + 2]) >= ub);
+    b3 |= uint64_t(uint64_t(idx[t + 3]) >= ub);
+  }
+  for (; t < n; ++t) b0 |= uint64_t(uint64_t(idx[t]) >= ub);
+  return (b0 | b1 | b2 | b3) == 0;
 }
 
 // Records an error code from inside a parallel region (first writer wins is
@@ -329,13 +338,16 @@ GRAPHODE_INLINE void gather_axpy_rest(int64_t nvec, int64_t n, const int64_t* id
 // kPrefetchDistance entries ahead in idx, across the end of this row up to
 // idx[npf - 1] (the end of the caller's part): most rows of power-law graphs
 // are shorter than the prefetch distance.
-template <class T>
+//
+// NV (vectors per register tile) defaults to Tile<T>::NV; the attention
+// kernels use 8 (a whole F = 80 or 128-float row in one sweep of the edges).
+// npf = 0 turns prefetching off (rows already touched by the caller).
+template <class T, int NV = Tile<T>::NV>
 inline void gather_axpy(int64_t n, const int64_t* __restrict idx, const T* __restrict coef, const T* __restrict x,
                         int64_t F, T* __restrict y, bool accumulate, int64_t npf = -1) {
-  if (npf < n) npf = n;
+  if (npf < 0) npf = n;
   using S = Simd<T>;
   constexpr int64_t W = S::W;
-  constexpr int NV = Tile<T>::NV;
   int64_t f0 = 0;
   for (; f0 + NV * W <= F; f0 += NV * W) gather_axpy_tile<T, NV>(n, idx, coef, x, F, f0, y, accumulate, npf);
   gather_axpy_rest<T, NV - 1>((F - f0) / W, n, idx, coef, x, F, f0, y, accumulate, npf);  // < NV vectors left

@@ -12,7 +12,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <cstring>
+#include <utility>
 
 #if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
 #include <immintrin.h>
@@ -88,6 +90,53 @@ GRAPHODE_INLINE double Simd<double>::hsum(vec v) {
 }
 #endif
 
+// ---------------------------------------------------------------- transpose-sum
+// W horizontal sums at once: r[l] = sum over the lanes of p[l], for W vectors
+// p[0..W-1] (W = lanes).  One hsum per vector costs log2(W) shuffle+add steps
+// on a dependency chain, so W of them cost W log2(W) shuffles; the butterfly
+// below needs 2 (W - 1) shuffles and W - 1 adds in all and leaves the W sums
+// in one vector, in natural order, ready for one store.
+//
+// Level w (w = W/2, W/4, ..., 1) pairs vector b with vector b + w (b < w):
+//   lanes l with bit w clear take X[l] + X[l + w]      (X = p[b])
+//   lanes l with bit w set   take Y[l - w] + Y[l]      (Y = p[b + w])
+// Invariant after level w: vector b (b < w) holds, in lane l, a partial sum
+// of p[(l & ~(w - 1)) | b]; after level 1, lane l of p[0] is the full sum of
+// p[l].  Each level is two constant two-source shuffles (vshuff32x4,
+// vshufps, vpermt2ps, ...) and one add per pair.
+template <class T, int w, std::size_t... L>
+GRAPHODE_INLINE typename Simd<T>::vec lane_combine(typename Simd<T>::vec X, typename Simd<T>::vec Y,
+                                                   std::index_sequence<L...>) {
+  constexpr int W = int(Simd<T>::W);
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+  return __builtin_shufflevector(X, Y, ((int(L) & w) == 0 ? int(L) : W + int(L) - w)...) +
+         __builtin_shufflevector(X, Y, ((int(L) & w) == 0 ? int(L) + w : W + int(L))...);
+#else
+  typedef typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type I;
+  typedef I ivec __attribute__((vector_size(GRAPHODE_VBYTES)));
+  const ivec ma = {I((int(L) & w) == 0 ? int(L) : W + int(L) - w)...};
+  const ivec mb = {I((int(L) & w) == 0 ? int(L) + w : W + int(L))...};
+  return __builtin_shuffle(X, Y, ma) + __builtin_shuffle(X, Y, mb);
+#endif
+}
+
+template <class T, int w>
+GRAPHODE_INLINE void transpose_sum_level(typename Simd<T>::vec* p) {
+  if constexpr (w >= 1) {
+#pragma GCC unroll 32
+    for (int b = 0; b < w; ++b)
+      p[b] = lane_combine<T, w>(p[b], p[b + w], std::make_index_sequence<std::size_t(Simd<T>::W)>{});
+    transpose_sum_level<T, w / 2>(p);
+  }
+}
+
+/// r[l] = sum of the lanes of p[l] for the W vectors p (p is clobbered).
+template <class T>
+GRAPHODE_INLINE typename Simd<T>::vec transpose_sum(typename Simd<T>::vec* p) {
+  transpose_sum_level<T, int(Simd<T>::W) / 2>(p);
+  return p[0];
+}
+
 // ---------------------------------------------------------------- exp
 // exp for the softmax.  Every argument the kernels pass is <= 0 (a score minus
 // its row maximum or its log-sum-exp), so results lie in [0, 1].
@@ -131,6 +180,93 @@ GRAPHODE_INLINE Simd<float>::vec exp_vec(Simd<float>::vec x) {
 GRAPHODE_INLINE Simd<double>::vec exp_vec(Simd<double>::vec x) {
   for (int64_t u = 0; u < Simd<double>::W; ++u) x[u] = std::exp(x[u]);
   return x;
+}
+
+// ---------------------------------------------------------------- log
+// log for the log-sum-exp of the attention rows: the arguments are softmax
+// denominators, l >= 1 (a sum of exps whose largest term is e^0), so the
+// float path only needs positive normal inputs.  Cephes-style logf on whole
+// vectors: x = 2^e m with m in [sqrt(1/2), sqrt(2)), log(m) = log(1 + f) by
+// a degree-9 polynomial (max rel. error ~1e-7), plus e ln 2 in two parts.
+// +inf and NaN propagate; zero, negative and denormal inputs are outside the
+// contract (they give finite garbage, never a trap).
+GRAPHODE_INLINE Simd<float>::vec log_vec(Simd<float>::vec x) {
+  using V = Simd<float>::vec;
+  typedef int32_t VI __attribute__((vector_size(GRAPHODE_VBYTES)));
+  VI bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  // exponent and mantissa in [1, 2)
+  VI ei = ((bits >> 23) & 0xff) - 127;
+  VI mb = (bits & 0x007fffff) | 0x3f800000;
+  V m;
+  std::memcpy(&m, &mb, sizeof m);
+  V e = __builtin_convertvector(ei, V);
+  // move m into [sqrt(1/2), sqrt(2)): m > sqrt(2) -> m / 2, e + 1
+  const V big = m > 1.41421356237f ? Simd<float>::set1(1.0f) : Simd<float>::zero();
+  m = m * (1.0f - 0.5f * big);
+  e = e + big;
+  const V f = m - 1.0f;
+  const V z = f * f;
+  V y = Simd<float>::set1(7.0376836292E-2f);
+  y = y * f - 1.1514610310E-1f;
+  y = y * f + 1.1676998740E-1f;
+  y = y * f - 1.2420140846E-1f;
+  y = y * f + 1.4249322787E-1f;
+  y = y * f - 1.6668057665E-1f;
+  y = y * f + 2.0000714765E-1f;
+  y = y * f - 2.4999993993E-1f;
+  y = y * f + 3.3333331174E-1f;
+  y = y * f * z;
+  y = y + e * -2.12194440e-4f;
+  y = y - 0.5f * z;
+  V r = f + y;
+  r = r + e * 0.693359375f;
+  const V inf = Simd<float>::set1(__builtin_inff());
+  r = x == inf ? inf : r;
+  return x != x ? x : r;
+}
+
+// double: the exact libm log per lane.
+GRAPHODE_INLINE Simd<double>::vec log_vec(Simd<double>::vec x) {
+  for (int64_t u = 0; u < Simd<double>::W; ++u) x[u] = std::log(x[u]);
+  return x;
+}
+
+// ---------------------------------------------------------------- lane helpers
+// v[(l + k) % W] in lane l (a constant rotation).
+template <class T, int k, std::size_t... L>
+GRAPHODE_INLINE typename Simd<T>::vec lane_rotate(typename Simd<T>::vec v, std::index_sequence<L...>) {
+  constexpr int W = int(Simd<T>::W);
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+  return __builtin_shufflevector(v, v, ((int(L) + k) % W)...);
+#else
+  typedef typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type I;
+  typedef I ivec __attribute__((vector_size(GRAPHODE_VBYTES)));
+  return __builtin_shuffle(v, ivec{I((int(L) + k) % W)...});
+#endif
+}
+
+// v[l / G] in lane l: the first W / G lanes of v, each repeated G times.
+template <class T, int G, std::size_t... L>
+GRAPHODE_INLINE typename Simd<T>::vec lane_spread(typename Simd<T>::vec v, std::index_sequence<L...>) {
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+  return __builtin_shufflevector(v, v, (int(L) / G)...);
+#else
+  typedef typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type I;
+  typedef I ivec __attribute__((vector_size(GRAPHODE_VBYTES)));
+  return __builtin_shuffle(v, ivec{I(int(L) / G)...});
+#endif
+}
+
+// Sums of aligned groups of G consecutive lanes (G a power of two dividing W):
+// lane g G of the result holds v[g G] + ... + v[g G + G - 1] (other lanes: partial sums).
+template <class T, int G>
+GRAPHODE_INLINE typename Simd<T>::vec group_sum(typename Simd<T>::vec v) {
+  if constexpr (G > 1) {
+    v = group_sum<T, G / 2>(v);
+    v = v + lane_rotate<T, G / 2>(v, std::make_index_sequence<std::size_t(Simd<T>::W)>{});
+  }
+  return v;
 }
 
 GRAPHODE_INLINE float exp_scalar(float x) {
