@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 CSRC := $(shell find csrc -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) 2>/dev/null)
 
-.PHONY: all install test test-all run bench bench-smoke bench-scale bench-quick cmake-test clean distclean
+.PHONY: all install test test-all run bench bench-smoke bench-scale bench-readme bench-quick cmake-test clean distclean
 
 all: install
 
@@ -49,7 +49,7 @@ run: install
 # BENCH_ARGS passes pytest options (e.g. BENCH_ARGS="-k spmm" or "bench/test_bench_ops.py").
 BENCH_ARGS ?=
 BENCH_PYTEST = $(PY) -m pytest -p no:cacheprovider -o addopts= --benchmark-only \
-	--benchmark-columns=min,median,rounds --benchmark-group-by=group --benchmark-sort=name
+	--benchmark-columns=min,median,rounds --benchmark-group-by=group --benchmark-sort=name --durations=10
 bench: install
 	$(BENCH_PYTEST) bench -q --benchmark-autosave \
 	    $(if $(wildcard .benchmarks/*/*.json),--benchmark-compare) $(BENCH_ARGS)
@@ -57,6 +57,10 @@ bench: install
 # Every bench file at its smallest size (seconds; results in /tmp, nothing saved).
 bench-smoke: install
 	GRAPHODE_BENCH_SIZE=smoke GRAPHODE_BENCH_RESULTS=/tmp/graphode-bench-smoke $(BENCH_PYTEST) bench -q $(BENCH_ARGS)
+
+# Copy the tables of the last run (bench/results/*.md) into bench/README.md.
+bench-readme:
+	$(PY) bench/update_readme.py
 
 # Only the 1M-node / 10M-edge GRAND-nl adjoint run (cpu, then the reference).
 bench-scale: install

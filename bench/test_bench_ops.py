@@ -62,9 +62,9 @@ except ImportError:  # pragma: no cover
 # name: (num_nodes, num_edges, seed, rounds for cpu / sparse.mm, rounds for the composition)
 SIZES = bu.pick(
     {
-        "cora": (2708, 7950, 0, 30, 10),  # 10,537 edges
-        "pubmed": (19717, 69700, 1, 15, 5),  # 88,627 edges
-        "100k-1M": (100_000, 1_000_000, 0, 5, 1),  # 1,080,760 edges
+        "cora": (2708, 7950, 0, 20, 10),  # 10,537 edges
+        "pubmed": (19717, 69700, 1, 10, 5),  # 88,627 edges
+        "100k-1M": (100_000, 1_000_000, 0, 3, 1),  # 1,080,760 edges
     },
     {"smoke": (400, 2000, 0, 2, 1)},
 )

@@ -23,8 +23,9 @@ cross-entropy over all nodes against random labels.  The graph is
    reported as "OOM at X GiB limit", with the phase it reached.
 
 Reported (``bench/results/scale.md``): setup time (graph + model), forward and
-backward times, NFE, the process's peak RSS (everything: graph, features,
-model, solver) and the extra peak during forward+backward.
+backward times, NFE, the process's peak RSS after the forward and after the
+backward (everything: graph, features, model, solver; for a failed run, the
+peak when it failed) and the extra peak during forward+backward.
 """
 from __future__ import annotations
 
@@ -119,7 +120,8 @@ def worker(emit, nodes, edges, backend):
         t1 = time.perf_counter()
         loss = F.cross_entropy(model(x), y)
         fwd = time.perf_counter() - t1
-        emit(dict(phase="forward", forward_s=fwd, nfe_forward=model.nfe, peak_rss_bytes=bu.proc_status("VmHWM")))
+        emit(dict(phase="forward", forward_s=fwd, nfe_forward=model.nfe,
+                  forward_peak_rss_bytes=bu.proc_status("VmHWM")))
         t2 = time.perf_counter()
         loss.backward()
         bwd = time.perf_counter() - t2
@@ -141,7 +143,9 @@ def test_scale(benchmark, backend):
                wall_s=r.wall_s, steps=STEPS, method="rk4", T=T)
     for x in r.records:
         rec.update({k: v for k, v in x.items() if k not in ("_status", "traceback")})
-    rec["phase_reached"] = r.records[-1].get("phase", "?") if r.records else "start"
+    done = [x["phase"] for x in r.records if "phase" in x]
+    rec["phase_reached"] = done[-1] if done else "none"
+    rec["failed_during"] = {"none": "setup", "setup": "forward", "forward": "backward"}.get(rec["phase_reached"])
     if r.status == "error":
         pytest.fail(f"scale worker ({backend}) failed: {r.error}")
     if r.status == "ok":
@@ -159,24 +163,25 @@ def render(rows, meta):
         if ok:
             status = "ok"
         elif r["status"] == "oom":
-            status = f"**OOM at {r['mem_limit_bytes'] / 2**30:.1f} GiB limit** (during {r['phase_reached']})"
+            status = f"**OOM at {r['mem_limit_bytes'] / 2**30:.1f} GiB limit** (during the {r['failed_during']})"
         elif r["status"] == "timeout":
-            status = f"**timeout after {r['timeout_s']:.0f} s** (last finished phase: {r['phase_reached']})"
+            status = f"**timeout after {r['timeout_s']:.0f} s** (during the {r['failed_during']})"
         else:
             status = r["status"]
         table.append([r["backend"] if r["backend"] == "reference" else "cpu (fused)",
                       f"{r.get('edges', EDGES):,}", bu.fmt_time(r.get("setup_s")),
                       bu.fmt_time(r.get("forward_s")), bu.fmt_time(r.get("backward_s")),
-                      bu.fmt_time(r.get("total_s")), f"{r.get('nfe_forward', '')} / {r.get('nfe_backward', '')}",
-                      bu.fmt_bytes(r.get("peak_rss_bytes")), bu.fmt_bytes(r.get("peak_extra_bytes")) if ok else "",
+                      bu.fmt_time(r.get("total_s")), f"{r.get('nfe_forward', '-')} / {r.get('nfe_backward', '-')}",
+                      bu.fmt_bytes(r.get("forward_peak_rss_bytes")), bu.fmt_bytes(r.get("peak_rss_bytes")),
+                      bu.fmt_bytes(r.get("peak_extra_bytes")) if ok else "",
                       status])
     head = (f"GRAND-nl, `odeint_adjoint`, rk4 with {STEPS} step(s) on [0, {T:g}], N = {NODES:,}, "
             f"F = {FEATURES}, hidden {HIDDEN}, H = {HEADS}, attention dim {ATT_DIM}, {THREADS} threads, "
             "each backend in its own memory-limited subprocess.\n\n")
     return head + bu.markdown_table(
         ["ops backend", "E (with self loops)", "setup", "forward", "backward", "fwd+bwd", "NFE fwd / bwd",
-         "peak RSS (process)", "extra peak fwd+bwd", "status"], table,
-        right=[False, True, True, True, True, True, True, True, True, False])
+         "peak RSS, forward", "peak RSS, fwd+bwd", "extra peak fwd+bwd", "status"], table,
+        right=[False, True, True, True, True, True, True, True, True, True, False])
 
 
 REPORT = bu.Report("scale", "Scale: GRAND-nl forward+backward with odeint_adjoint, 1M nodes / 10M edges", render,

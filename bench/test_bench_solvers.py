@@ -195,7 +195,7 @@ def test_solver(benchmark, case, lib, mode):
     exp = {"fwd": ref[:1], "bwd": ref[1:], "full": ref}[mode]
     err = bu.check_close(outs, exp, rtol=1e-4, what=f"{case} {mode} {lib} vs torchdiffeq")
     if case == "rk4" and mode != "bwd":
-        bu.check_close(outs[0], problem(case)[1] * math.exp(-1.0), rtol=1e-6, what="rk4 vs exp(-1) y0")
+        bu.check_close(outs[0], problem(case)[1] * math.exp(-1.0), rtol=2e-5, what="rk4 vs exp(-1) y0")
     nfe = f.nfe
     if mode == "full":
         assert nfe == ref_nfe, f"{case}: {lib} made {nfe} evaluations, torchdiffeq {ref_nfe}"
@@ -208,7 +208,8 @@ def test_solver(benchmark, case, lib, mode):
 
 
 # --------------------------------------------------------------------------- adjoint peak memory (subprocess)
-MEM_STEPS = bu.pick((10, 1000), (5, 50))
+MEM_STEPS = bu.pick((10, 1000), (3, 20))
+MEM_ROWS = bu.pick(2708, 300)
 MEM_CASES = [("graphode", "adjoint"), ("torchdiffeq", "adjoint"), ("graphode", "backprop")]
 
 
@@ -232,7 +233,7 @@ def memory_worker(emit, cases, steps):
                 return self.net(y)
 
         field = Field()
-        y0 = torch.randn(2708, 16, requires_grad=True)
+        y0 = torch.randn(MEM_ROWS, 16, requires_grad=True)
         t = torch.tensor([0.0, 1.0])
         solver = L.odeint_adjoint if mode == "adjoint" else L.odeint
 
@@ -264,7 +265,7 @@ def adjoint_memory():
 
 @pytest.mark.parametrize("lib,mode", MEM_CASES, ids=[f"{l}-{m}" for l, m in MEM_CASES])
 def test_adjoint_memory(benchmark, lib, mode):
-    benchmark.group = f"odeint_adjoint rk4 peak memory, {MEM_STEPS[0]} vs {MEM_STEPS[1]} steps (2708x16)"
+    benchmark.group = f"odeint_adjoint rk4 peak memory, {MEM_STEPS[0]} vs {MEM_STEPS[1]} steps ({MEM_ROWS}x16)"
     small, large = adjoint_memory()[(lib, mode)]
     info = dict(lib=lib, mode=mode, steps_small=small["steps"], steps_large=large["steps"],
                 extra_small_bytes=small["peak_extra_bytes"], extra_large_bytes=large["peak_extra_bytes"],
@@ -395,7 +396,7 @@ def render(rows, meta):
         out.append("\nCases: " + "; ".join(f"`{k}`: {v}" for k, v in CASE_TITLES.items()) + ".")
     mem = [r for r in rows if r["kind"] == "memory"]
     if mem:
-        out.append("\n#### Adjoint memory (rk4, MLP field 16-16-16, state 2708x16, fwd+bwd, fresh subprocess)\n")
+        out.append(f"\n#### Adjoint memory (rk4, MLP field 16-16-16, state {MEM_ROWS}x16, fwd+bwd, fresh subprocess)\n")
         out.append(bu.markdown_table(
             ["case", "steps", "peak RSS (small / large)", "growth", "extra peak (small / large)",
              "time fwd+bwd (large)"],

@@ -257,7 +257,7 @@ class PeakRSS:
     with ``MALLOC_MMAP_THRESHOLD_`` small (:func:`run_worker` does)."""
 
     def __enter__(self):
-        gc.collect()
+        release_memory()
         self.before = proc_status("VmRSS") or 0
         self.exact = _reset_hwm()
         return self
@@ -284,6 +284,18 @@ def set_malloc_mmap_threshold(nbytes: int) -> bool:
         return ok
     except (OSError, AttributeError):
         return False
+
+
+def release_memory() -> None:
+    """``gc.collect()`` and glibc ``malloc_trim(0)``: return freed heap memory to
+    the OS, so that the next block's peak is not hidden by reused free memory."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def memory_limit_bytes(requested_gb: Optional[float] = None, headroom_gb: float = 2.0) -> int:
