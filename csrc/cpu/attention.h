@@ -154,9 +154,10 @@ inline void heads_dot(const HeadRep<T>& hr, const T* __restrict a, const T* __re
 }
 
 // Prefetches a row of `bytes` bytes (a gathered k, x, q or gradient row).
+template <bool Far = false>
 GRAPHODE_INLINE void prefetch_row(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
-  for (int64_t b = 0; b < bytes; b += 64) GRAPHODE_PREFETCH(c + b);
+  for (int64_t b = 0; b < bytes; b += 64) prefetch_line<Far>(c + b);
 }
 
 // s[t, h] = scale <q_i[h], k[idx[t], h]> for the n edges of a block.
@@ -392,7 +393,7 @@ inline bool fast_heads(int64_t H, int64_t D) {
 // (padding edges score 0; the caller overwrites them).  Prefetches k rows (and
 // rows of x2 [N, F2], used next by the caller) kPrefetchDistance edges ahead,
 // across the row end up to idx[npf - 1].
-template <class T, int HH>
+template <class T, int HH, bool Far>
 inline void block_scores_fast(const T* __restrict qi, const T* __restrict k, const int64_t* __restrict idx, int64_t n,
                               int64_t D, T scale, T* __restrict s, int64_t npf, const T* x2, int64_t F2) {
   using S = Simd<T>;
@@ -403,10 +404,10 @@ inline void block_scores_fast(const T* __restrict qi, const T* __restrict k, con
   for (int64_t t0 = 0; t0 < n; t0 += G) {
 #pragma GCC unroll 16
     for (int g = 0; g < G; ++g) {
-      const int64_t tp = t0 + g + kPrefetchDistance;
+      const int64_t tp = t0 + g + prefetch_distance<Far>();
       if (tp < npf) {
-        prefetch_row(k + idx[tp] * HD, HD * int64_t(sizeof(T)));
-        if (x2) prefetch_row(x2 + idx[tp] * F2, F2 * int64_t(sizeof(T)));
+        prefetch_row<Far>(k + idx[tp] * HD, HD * int64_t(sizeof(T)));
+        if (x2) prefetch_row<Far>(x2 + idx[tp] * F2, F2 * int64_t(sizeof(T)));
       }
     }
     V p[W];
@@ -434,7 +435,7 @@ inline void block_scores_fast(const T* __restrict qi, const T* __restrict k, con
 // coef_t = coef + t * cs, or coef + cidx[t] * cs when Indirect (the CSC pass
 // reads the records of the edges in place).  The per-head gather-reduce of
 // grad_q (src = k) and grad_k (src = q).
-template <class T, int NV, bool Indirect>
+template <class T, int NV, bool Indirect, bool Far>
 GRAPHODE_INLINE void gather_axpy_heads_tile(int64_t n, const int64_t* __restrict idx, const T* __restrict coef,
                                             int64_t cs, const int64_t* __restrict cidx, const T* __restrict src,
                                             int64_t HD, int64_t D, int64_t f0, T* __restrict y, bool accumulate,
@@ -444,17 +445,20 @@ GRAPHODE_INLINE void gather_axpy_heads_tile(int64_t n, const int64_t* __restrict
   constexpr int64_t kLineElems = 64 / sizeof(T);
   typename S::vec acc[NV];
   int64_t hv[NV];
+  // head of each vector of the tile (no division when a head is one vector)
+  const int64_t DV = D / W;
 #pragma GCC unroll 16
   for (int v = 0; v < NV; ++v) {
     acc[v] = accumulate ? S::load(y + f0 + v * W) : S::zero();
-    hv[v] = (f0 + v * W) / D;
+    hv[v] = DV == 1 ? f0 / W + v : (f0 + v * W) / D;
   }
   const T* sf = src + f0;
   for (int64_t t = 0; t < n; ++t) {
-    if (t + kPrefetchDistance < npf) {
-      const T* pr = sf + idx[t + kPrefetchDistance] * HD;
+    constexpr int64_t dist = prefetch_distance<Far>();
+    if (t + dist < npf) {
+      const T* pr = sf + idx[t + dist] * HD;
 #pragma GCC unroll 16
-      for (int64_t l = 0; l < NV * W; l += kLineElems) GRAPHODE_PREFETCH(pr + l);
+      for (int64_t l = 0; l < NV * W; l += kLineElems) prefetch_line<Far>(pr + l);
     }
     const T* __restrict cr = coef + (Indirect ? cidx[t] : t) * cs;
     const T* __restrict sr = sf + idx[t] * HD;
@@ -465,16 +469,26 @@ GRAPHODE_INLINE void gather_axpy_heads_tile(int64_t n, const int64_t* __restrict
   for (int v = 0; v < NV; ++v) S::store(y + f0 + v * W, acc[v]);
 }
 
-template <class T, int K, bool Indirect>
+template <class T, int K, bool Indirect, bool Far>
 GRAPHODE_INLINE void gather_axpy_heads_rest(int64_t nvec, int64_t n, const int64_t* idx, const T* coef, int64_t cs,
                                             const int64_t* cidx, const T* src, int64_t HD, int64_t D, int64_t f0,
                                             T* y, bool accumulate, int64_t npf) {
   if constexpr (K >= 1) {
     if (nvec == K)
-      gather_axpy_heads_tile<T, K, Indirect>(n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate, npf);
+      gather_axpy_heads_tile<T, K, Indirect, Far>(n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate, npf);
     else
-      gather_axpy_heads_rest<T, K - 1, Indirect>(nvec, n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate, npf);
+      gather_axpy_heads_rest<T, K - 1, Indirect, Far>(nvec, n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate,
+                                                      npf);
   }
+}
+
+/// Prefetch policy (common.h) of the attention kernels' gathers, chosen by
+/// the size of the gathered arrays (rows of N nodes x row_elems values):
+/// "far" above 16 MiB, about half a server's last-level cache.
+template <class T>
+inline bool attention_prefetch_far(int64_t N, int64_t row_elems) {
+  constexpr double kFarBytes = 16.0 * (1 << 20);
+  return double(N) * double(row_elems) * double(sizeof(T)) > kFarBytes;
 }
 
 // Register tile of the attention kernels' gathers: 8 vectors (a 128-float q/k
@@ -485,7 +499,7 @@ constexpr int kAttnTile = 8;
 /// all heads h < H (src rows [H, D]); coef_t = coef + t * cs (or coef +
 /// cidx[t] * cs when cidx is given).  Register-tiled when D % W == 0,
 /// per-head axpy otherwise.  npf as in gather_axpy (0: no prefetching).
-template <class T>
+template <class T, bool Far = false>
 inline void gather_axpy_heads(int64_t n, const int64_t* __restrict idx, const T* __restrict coef, int64_t cs,
                               const int64_t* __restrict cidx, const T* __restrict src, int64_t H, int64_t D,
                               T* __restrict y, bool accumulate, int64_t npf) {
@@ -494,7 +508,8 @@ inline void gather_axpy_heads(int64_t n, const int64_t* __restrict idx, const T*
   if (D % W != 0) {
     if (!accumulate) fill(y, T(0), HD);
     for (int64_t t = 0; t < n; ++t) {
-      if (t + kPrefetchDistance < npf) prefetch_row(src + idx[t + kPrefetchDistance] * HD, HD * int64_t(sizeof(T)));
+      if (t + prefetch_distance<Far>() < npf)
+        prefetch_row<Far>(src + idx[t + prefetch_distance<Far>()] * HD, HD * int64_t(sizeof(T)));
       const T* sr = src + idx[t] * HD;
       const T* cr = coef + (cidx ? cidx[t] : t) * cs;
       for (int64_t h = 0; h < H; ++h) axpy(y + h * D, cr[h], sr + h * D, D);
@@ -505,9 +520,9 @@ inline void gather_axpy_heads(int64_t n, const int64_t* __restrict idx, const T*
     constexpr bool I = decltype(indirect)::value;
     int64_t f0 = 0;
     for (; f0 + kAttnTile * W <= HD; f0 += kAttnTile * W)
-      gather_axpy_heads_tile<T, kAttnTile, I>(n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate, npf);
-    gather_axpy_heads_rest<T, kAttnTile - 1, I>((HD - f0) / W, n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate,
-                                                npf);
+      gather_axpy_heads_tile<T, kAttnTile, I, Far>(n, idx, coef, cs, cidx, src, HD, D, f0, y, accumulate, npf);
+    gather_axpy_heads_rest<T, kAttnTile - 1, I, Far>((HD - f0) / W, n, idx, coef, cs, cidx, src, HD, D, f0, y,
+                                                     accumulate, npf);
   };
   if (cidx)
     run(std::true_type{});
@@ -518,7 +533,7 @@ inline void gather_axpy_heads(int64_t n, const int64_t* __restrict idx, const T*
 /// Per-row head operations on flat [n, H] arrays: HH = H > 0 is the fast
 /// path (see above), HH = 0 the generic one (runtime H; rep and mrep: [HR]
 /// scratch each).
-template <class T, int HH>
+template <class T, int HH, bool Far = false>
 struct Heads {
   using S = Simd<T>;
   using V = typename S::vec;
@@ -586,11 +601,94 @@ struct Heads {
     for (int u = (kFast ? HH : 1); u < W; ++u) out[u % (kFast ? HH : 1)] = op(out[u % (kFast ? HH : 1)], l[u]);
   }
 
+  // ---- fast path, rows of one block: per-head quantities stay in registers
+  // as tiled vectors (lane l holds head l % H), so no per-head scalar loops,
+  // no store-to-load forwarding stalls through small arrays.
+
+  // v[l % H] in lane l: a per-head vector in lanes 0..H-1, tiled.
+  static V tile_lanes(V v) {
+    if constexpr (G == 1) return v;
+    else return tile_lanes_(v, lanes());
+  }
+  template <std::size_t... L>
+  static V tile_lanes_(V v, std::index_sequence<L...>) {
+    constexpr int h = kFast ? HH : 1;
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+    return __builtin_shufflevector(v, v, (int(L) % h)...);
+#else
+    typedef typename std::conditional<sizeof(T) == 4, int32_t, int64_t>::type I;
+    typedef I ivec __attribute__((vector_size(GRAPHODE_VBYTES)));
+    return __builtin_shuffle(v, ivec{I(int(L) % h)...});
+#endif
+  }
+
+  // Every lane l gets op over the lanes = l (mod H): log2(G) rotate+op steps.
+  template <int k, class Op>
+  static V fold_all_(V v, Op op) {
+    if constexpr (k < W) return fold_all_<2 * k>(op(v, lane_rotate<T, k>(v, lanes())), op);
+    else return v;
+  }
+  template <class Op>
+  static V fold_all(V v, Op op) {
+    return fold_all_<(kFast ? HH : W)>(v, op);
+  }
+  static V vmax(V a, V b) { return a > b ? a : b; }
+  static V vadd(V a, V b) { return a + b; }
+
+  // The H values at p as a tile; reads W values when wide_ok (in bounds).
+  static V load_tile(const T* p, bool wide_ok) { return wide_ok ? tile_lanes(S::load(p)) : tile(p); }
+
+  static void store_heads(T* out, V v) {
+    T l[W];
+    S::store(l, v);
+#pragma GCC unroll 16
+    for (int h = 0; h < (kFast ? HH : 1); ++h) out[h] = l[h];
+  }
+
+  /// Forward of a one-block row whose scores s (padded) are in scratch:
+  /// lse[h] = m_h + log l_h, c[t] = (1/H) sum_h e^(s[t,h] - lse_h) (c: W slack).
+  void row_forward(T* s, int64_t n, T invH, T* lsei, T* c) const {
+    const int64_t e = len(n);
+    V mv = S::load(s);
+    for (int64_t u = W; u < e; u += W) mv = vmax(mv, S::load(s + u));
+    mv = fold_all(mv, vmax);  // max shift: every exp argument <= 0
+    V lv = S::zero();
+    for (int64_t u = 0; u < e; u += W) {
+      const V v = exp_vec(S::load(s + u) - mv);
+      S::store(s + u, v);
+      lv += v;
+    }
+    lv = fold_all(lv, vadd);  // >= 1: the max term is e^0
+    store_heads(lsei, mv + log_vec(lv));
+    const V wv = S::set1(invH) / lv;
+    for (int64_t u = 0, t0 = 0; u < e; u += W, t0 += G)
+      S::store(c + t0, compact(group_sum<T, (kFast ? HH : 1)>(S::load(s + u) * wv)));
+  }
+
+  /// Backward of a one-block row: a = exp(s - lse) in place (s padded in
+  /// scratch); with tt (t_ij, zero slack): ds = scale a (t/H - D) into ds,
+  /// D_h = (1/H) sum_t a[t,h] t[t]; with c: c[t] = (1/H) sum_h a[t,h].
+  void row_backward(T* a, const T* tt, int64_t n, V lsev, T scale, T invH, T* ds, T* c) const {
+    const int64_t e = len(n);
+    V dv = S::zero();
+    for (int64_t u = 0, t0 = 0; u < e; u += W, t0 += G) {
+      const V v = exp_vec(S::load(a + u) - lsev);
+      S::store(a + u, v);
+      if (tt) dv += v * spread(tt + t0);
+    }
+    if (tt) dv = fold_all(dv, vadd) * invH;
+    for (int64_t u = 0, t0 = 0; u < e; u += W, t0 += G) {
+      const V av = S::load(a + u);
+      if (tt) S::store(ds + u, scale * (av * (spread(tt + t0) * invH - dv)));
+      if (c) S::store(c + t0, invH * compact(group_sum<T, (kFast ? HH : 1)>(av)));
+    }
+  }
+
   /// s[t, h] = scale <q_i[h], k[idx[t], h]>; fast path: padded with -inf.
   void scores(const T* qi, const T* k, const int64_t* idx, int64_t n, T scale, T* s, int64_t npf, const T* x2,
               int64_t F2) const {
     if constexpr (kFast) {
-      block_scores_fast<T, HH>(qi, k, idx, n, D, scale, s, npf, x2, F2);
+      block_scores_fast<T, HH, Far>(qi, k, idx, n, D, scale, s, npf, x2, F2);
       for (int64_t u = n * HH, e = len(n); u < e; ++u) s[u] = neg_inf<T>();
     } else {
       block_scores(qi, k, idx, n, H, D, scale, s, npf, x2, F2);
@@ -714,7 +812,7 @@ struct Heads {
 /// Memory: lse plus O(kAttnBlock * H) scratch per thread; x and k rows are
 /// gathered once per edge (twice for k on rows longer than kAttnBlock), and
 /// prefetched by the score loop kPrefetchDistance edges ahead.
-template <class T, int HH>
+template <class T, int HH, bool Far>
 int attention_diffusion_forward_impl(const GraphView& g, const T* q, const T* k, const T* x, int64_t H_, int64_t D,
                                      int64_t F, double scale_d, T* out, T* lse, int nthreads) {
   const int64_t N = g.num_nodes, E = g.num_edges, H = HH > 0 ? HH : H_, HD = H * D;
@@ -728,7 +826,7 @@ int attention_diffusion_forward_impl(const GraphView& g, const T* q, const T* k,
       g.rowptr, N, E, nt, [&] { return std::vector<T>(scratch_size); },
       [&](int64_t r0, int64_t r1, std::vector<T>& buf) {
         const int64_t part_end = g.rowptr[r1];
-        Heads<T, HH> rh(H, D);
+        Heads<T, HH, Far> rh(H, D);
         T* s = buf.data();                // [kAttnBlock H + W] scores, then exps
         T* c = s + kAttnBlock * H + W;    // [kAttnBlock + W] head-averaged weights
         rh.rep = c + kAttnBlock + W;      // [HR] reduction scratch (generic path)
@@ -751,13 +849,17 @@ int attention_diffusion_forward_impl(const GraphView& g, const T* q, const T* k,
           if (n <= kAttnBlock) {
             // one block: max, exp and sum over the scores in scratch, then one gather
             rh.scores(qi, k, g.col + e0, n, scale, s, part_end - e0, x, F);
-            rh.max(s, n, m);  // max shift: every exp argument <= 0
-            rh.exp_sub(s, n, m, l);
-            rh.lse(m, l, lsei);
-            for (int64_t h = 0; h < H; ++h) w[h] = invH / l[h];
-            rh.combine(s, n, w, c);
+            if constexpr (HH > 0) {
+              rh.row_forward(s, n, invH, lsei, c);
+            } else {
+              rh.max(s, n, m);  // max shift: every exp argument <= 0
+              rh.exp_sub(s, n, m, l);
+              rh.lse(m, l, lsei);
+              for (int64_t h = 0; h < H; ++h) w[h] = invH / l[h];
+              rh.combine(s, n, w, c);
+            }
             // the x rows were prefetched by the score loop: npf = 0
-            gather_axpy<T, kAttnTile>(n, g.col + e0, c, x, F, yi, /*accumulate=*/false, 0);
+            gather_axpy<T, kAttnTile, Far>(n, g.col + e0, c, x, F, yi, /*accumulate=*/false, 0);
             continue;
           }
           // ---- pass 1: online softmax statistics over blocks
@@ -784,29 +886,35 @@ int attention_diffusion_forward_impl(const GraphView& g, const T* q, const T* k,
             rh.scores(qi, k, g.col + b, nb, scale, s, part_end - b, x, F);
             rh.exp_sub(s, nb, lsei, nullptr);
             rh.combine(s, nb, w, c);
-            gather_axpy<T, kAttnTile>(nb, g.col + b, c, x, F, yi, /*accumulate=*/b != e0, 0);
+            gather_axpy<T, kAttnTile, Far>(nb, g.col + b, c, x, F, yi, /*accumulate=*/b != e0, 0);
           }
         }
       });
   return err;
 }
 
-// Calls body(std::integral_constant<int, HH>) with HH = H for the fast path
-// (fast_heads(H, D)) and HH = 0 otherwise.
+// Calls body(std::integral_constant<int, HH>{}, std::bool_constant<Far>{})
+// with HH = H on the fast path (fast_heads(H, D)), HH = 0 otherwise, and Far
+// the prefetch policy for N rows of row_elems gathered values (the generic
+// path always prefetches "near").
 template <class T, class Body>
-inline int dispatch_heads(int64_t H, int64_t D, Body body) {
+inline int dispatch_heads(int64_t H, int64_t D, int64_t N, int64_t row_elems, Body body) {
   constexpr int64_t W = Simd<T>::W;
+  const bool far = attention_prefetch_far<T>(N, row_elems);
+  auto with_far = [&](auto hh) {
+    return far ? body(hh, std::true_type{}) : body(hh, std::false_type{});
+  };
   if (fast_heads<T>(H, D)) {
     switch (H) {
-      case 1: return body(std::integral_constant<int, 1>{});
-      case 2: if constexpr (W % 2 == 0) return body(std::integral_constant<int, 2>{}); break;
-      case 4: if constexpr (W % 4 == 0) return body(std::integral_constant<int, 4>{}); break;
-      case 8: if constexpr (W % 8 == 0) return body(std::integral_constant<int, 8>{}); break;
-      case 16: if constexpr (W % 16 == 0) return body(std::integral_constant<int, 16>{}); break;
+      case 1: return with_far(std::integral_constant<int, 1>{});
+      case 2: if constexpr (W % 2 == 0) return with_far(std::integral_constant<int, 2>{}); break;
+      case 4: if constexpr (W % 4 == 0) return with_far(std::integral_constant<int, 4>{}); break;
+      case 8: if constexpr (W % 8 == 0) return with_far(std::integral_constant<int, 8>{}); break;
+      case 16: if constexpr (W % 16 == 0) return with_far(std::integral_constant<int, 16>{}); break;
       default: break;
     }
   }
-  return body(std::integral_constant<int, 0>{});
+  return body(std::integral_constant<int, 0>{}, std::false_type{});
 }
 
 template <class T>
@@ -819,8 +927,10 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
     fill(out, T(0), g.num_nodes * F);
     return kOk;
   }
-  return dispatch_heads<T>(H, D, [&](auto hh) {
-    return attention_diffusion_forward_impl<T, decltype(hh)::value>(g, q, k, x, H, D, F, scale_d, out, lse, nthreads);
+  // the forward gathers k and x rows
+  return dispatch_heads<T>(H, D, g.num_nodes, H * D + F, [&](auto hh, auto far) {
+    return attention_diffusion_forward_impl<T, decltype(hh)::value, decltype(far)::value>(g, q, k, x, H, D, F, scale_d,
+                                                                                            out, lse, nthreads);
   });
 }
 
@@ -851,7 +961,7 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
 /// which avoids the cancellation of the expanded form); shorter rows keep a
 /// and t in scratch.  Rows without in-edges get grad_q = 0.
 /// grad_q and grad_k are both null or both non-null; grad_x may be null.
-template <class T, int HH>
+template <class T, int HH, bool Far>
 int attention_diffusion_backward_impl(const GraphView& g, const T* grad, const T* lse, const T* q, const T* k,
                                       const T* x, int64_t H_, int64_t D, int64_t F, double scale_d, T* grad_q,
                                       T* grad_k, T* grad_x, int nthreads) {
@@ -875,7 +985,7 @@ int attention_diffusion_backward_impl(const GraphView& g, const T* grad, const T
         g.rowptr, N, E, nt, [&] { return std::vector<T>(scratch_size); },
         [&](int64_t r0, int64_t r1, std::vector<T>& buf) {
           const int64_t part_end = g.rowptr[r1];
-          Heads<T, HH> rh(H, D);
+          Heads<T, HH, Far> rh(H, D);
           T* a = buf.data();                  // [kAttnBlock H + W] attention of the block
           T* dsb = a + kAttnBlock * H + W;    // [kAttnBlock H + W] scale * ds of the block
           T* tt = dsb + kAttnBlock * H + W;   // [kAttnBlock + W] t_ij (zero slack)
@@ -895,18 +1005,22 @@ int attention_diffusion_backward_impl(const GraphView& g, const T* grad, const T
               fill(tt + nb, T(0), W);  // the fast path reads whole vectors
             }
           };
-          // records of edges b .. b + nb, and their grad_q contribution
-          auto finish = [&](int64_t b, int64_t nb, T* gqi) {
-            rh.ds_c(a, need_qk ? tt : nullptr, nb, Dh, scale, invH, dsb, need_x ? cb : nullptr);
+          // records of edges b .. b + nb from cb and dsb
+          auto write_records = [&](int64_t b, int64_t nb) {
             T* r = rec + b * RS;
             for (int64_t t = 0; t < nb; ++t, r += RS) {
               if (need_x) r[0] = cb[t];
               if (need_qk)
                 for (int64_t h = 0; h < H; ++h) r[ods + h] = dsb[t * H + h];
             }
+          };
+          // records of edges b .. b + nb, and their grad_q contribution
+          auto finish = [&](int64_t b, int64_t nb, T* gqi) {
+            rh.ds_c(a, need_qk ? tt : nullptr, nb, Dh, scale, invH, dsb, need_x ? cb : nullptr);
+            write_records(b, nb);
             // the k rows are still in cache from the scores: npf = 0
             if (need_qk)
-              gather_axpy_heads(nb, g.col + b, dsb, H, static_cast<const int64_t*>(nullptr), k, H, D, gqi,
+              gather_axpy_heads<T, Far>(nb, g.col + b, dsb, H, static_cast<const int64_t*>(nullptr), k, H, D, gqi,
                                 /*accumulate=*/b != g.rowptr[i], 0);
           };
           for (i = r0; i < r1; ++i) {
@@ -923,6 +1037,24 @@ int attention_diffusion_backward_impl(const GraphView& g, const T* grad, const T
             gi = grad + i * F;
             lsei = lse + i * H;
             fill(Dh, T(0), H);
+            if constexpr (HH > 0) {
+              if (n <= kAttnBlock) {
+                // one block, fast path: a, D, ds and c without leaving registers per head
+                rh.scores(q + i * HD, k, g.col + e0, n, scale, a, part_end - e0, need_qk ? x : nullptr, F);
+                if (need_qk) {
+                  for (int64_t t = 0; t < n; ++t) tt[t] = dot(gi, x + g.col[e0 + t] * F, F);
+                  Simd<T>::store(tt + n, Simd<T>::zero());  // zero slack: whole vectors are read
+                }
+                rh.row_backward(a, need_qk ? tt : nullptr, n, rh.load_tile(lsei, (i + 1) * H + W <= N * H), scale,
+                                invH, dsb, need_x ? cb : nullptr);
+                write_records(e0, n);
+                if (need_qk)
+                  gather_axpy_heads<T, Far>(n, g.col + e0, dsb, H, static_cast<const int64_t*>(nullptr), k, H, D,
+                                            gqi,
+                                    /*accumulate=*/false, 0);
+                continue;
+              }
+            }
             if (n <= kAttnBlock) {
               block(e0, n);
               if (need_qk) rh.dsum(a, tt, n, Dh);
@@ -969,17 +1101,18 @@ int attention_diffusion_backward_impl(const GraphView& g, const T* grad, const T
             const int64_t nb = std::min(kAttnBlock, p1 - b);
             // the records are random lines: prefetched ahead across sources
             for (int64_t t = 0; t < nb; ++t) {
-              if (b + t + kPrefetchDistance < part_end) {
-                const T* rp = rec + g.csc_perm[b + t + kPrefetchDistance] * RS;
-                GRAPHODE_PREFETCH(rp);
-                GRAPHODE_PREFETCH(rp + RS - 1);
+              if (b + t + prefetch_distance<Far>() < part_end) {
+                const T* rp = rec + g.csc_perm[b + t + prefetch_distance<Far>()] * RS;
+                prefetch_line<Far>(rp);
+                prefetch_line<Far>(rp + RS - 1);
               }
               if (need_x) cb[t] = rec[g.csc_perm[b + t] * RS];
             }
-            if (need_x) gather_axpy<T, kAttnTile>(nb, g.csc_row + b, cb, grad, F, gxj, b != p0, part_end - b);
+            if (need_x)
+              gather_axpy<T, kAttnTile, Far>(nb, g.csc_row + b, cb, grad, F, gxj, b != p0, part_end - b);
             if (need_qk)
-              gather_axpy_heads(nb, g.csc_row + b, rec + ods, RS, g.csc_perm + b, q, H, D, gkj, b != p0,
-                                part_end - b);
+              gather_axpy_heads<T, Far>(nb, g.csc_row + b, rec + ods, RS, g.csc_perm + b, q, H, D, gkj, b != p0,
+                                        part_end - b);
           }
         }
       });
@@ -998,9 +1131,10 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
     if (need_x) fill(grad_x, T(0), g.num_nodes * F);
     return kOk;
   }
-  return dispatch_heads<T>(H, D, [&](auto hh) {
-    return attention_diffusion_backward_impl<T, decltype(hh)::value>(g, grad, lse, q, k, x, H, D, F, scale_d, grad_q,
-                                                                      grad_k, grad_x, nthreads);
+  // pass 1 gathers k and x rows, pass 2 q and g rows (and the records)
+  return dispatch_heads<T>(H, D, g.num_nodes, H * D + F, [&](auto hh, auto far) {
+    return attention_diffusion_backward_impl<T, decltype(hh)::value, decltype(far)::value>(
+        g, grad, lse, q, k, x, H, D, F, scale_d, grad_q, grad_k, grad_x, nthreads);
   });
 }
 

@@ -31,9 +31,11 @@
 #if defined(__GNUC__)
 #define GRAPHODE_INLINE inline __attribute__((always_inline))
 #define GRAPHODE_PREFETCH(p) __builtin_prefetch((const void*)(p), 0, 3)
+#define GRAPHODE_PREFETCH_L2(p) __builtin_prefetch((const void*)(p), 0, 2)
 #else
 #define GRAPHODE_INLINE inline
 #define GRAPHODE_PREFETCH(p) ((void)0)
+#define GRAPHODE_PREFETCH_L2(p) ((void)0)
 #endif
 
 namespace graphode {
