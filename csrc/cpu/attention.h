@@ -482,13 +482,17 @@ GRAPHODE_INLINE void gather_axpy_heads_rest(int64_t nvec, int64_t n, const int64
   }
 }
 
-/// Prefetch policy (common.h) of the attention kernels' gathers, chosen by
-/// the size of the gathered arrays (rows of N nodes x row_elems values):
-/// "far" above 16 MiB, about half a server's last-level cache.
+/// Prefetch policy (common.h) of the attention kernels' gathers: "far" when
+/// the gathered arrays (rows of N nodes x row_elems values) exceed
+/// far_bytes.  The forward uses 16 MiB (about half a server's last-level
+/// cache): its q, k and x were usually just computed and sit in L2/L3.  The
+/// backward uses 1 MiB: in training its q, k, x and lse were saved by the
+/// forward pass long before (GRAND-nl: 16 evaluations and their GEMMs
+/// earlier), so its gathers come from DRAM even on Cora (measured with the
+/// caches flushed between calls: far is ~10% faster there).
 template <class T>
-inline bool attention_prefetch_far(int64_t N, int64_t row_elems) {
-  constexpr double kFarBytes = 16.0 * (1 << 20);
-  return double(N) * double(row_elems) * double(sizeof(T)) > kFarBytes;
+inline bool attention_prefetch_far(int64_t N, int64_t row_elems, double far_bytes) {
+  return double(N) * double(row_elems) * double(sizeof(T)) > far_bytes;
 }
 
 // Register tile of the attention kernels' gathers: 8 vectors (a 128-float q/k
@@ -895,12 +899,10 @@ int attention_diffusion_forward_impl(const GraphView& g, const T* q, const T* k,
 
 // Calls body(std::integral_constant<int, HH>{}, std::bool_constant<Far>{})
 // with HH = H on the fast path (fast_heads(H, D)), HH = 0 otherwise, and Far
-// the prefetch policy for N rows of row_elems gathered values (the generic
-// path always prefetches "near").
+// = far (the generic path always prefetches "near").
 template <class T, class Body>
-inline int dispatch_heads(int64_t H, int64_t D, int64_t N, int64_t row_elems, Body body) {
+inline int dispatch_heads(int64_t H, int64_t D, bool far, Body body) {
   constexpr int64_t W = Simd<T>::W;
-  const bool far = attention_prefetch_far<T>(N, row_elems);
   auto with_far = [&](auto hh) {
     return far ? body(hh, std::true_type{}) : body(hh, std::false_type{});
   };
@@ -928,8 +930,9 @@ int attention_diffusion_forward(const GraphView& g, const T* q, const T* k, cons
     return kOk;
   }
   // the forward gathers k and x rows
-  return dispatch_heads<T>(H, D, g.num_nodes, H * D + F, [&](auto hh, auto far) {
-    return attention_diffusion_forward_impl<T, decltype(hh)::value, decltype(far)::value>(g, q, k, x, H, D, F, scale_d,
+  const bool far = attention_prefetch_far<T>(g.num_nodes, H * D + F, 16.0 * (1 << 20));
+  return dispatch_heads<T>(H, D, far, [&](auto hh, auto fr) {
+    return attention_diffusion_forward_impl<T, decltype(hh)::value, decltype(fr)::value>(g, q, k, x, H, D, F, scale_d,
                                                                                             out, lse, nthreads);
   });
 }
@@ -1132,8 +1135,9 @@ int attention_diffusion_backward(const GraphView& g, const T* grad, const T* lse
     return kOk;
   }
   // pass 1 gathers k and x rows, pass 2 q and g rows (and the records)
-  return dispatch_heads<T>(H, D, g.num_nodes, H * D + F, [&](auto hh, auto far) {
-    return attention_diffusion_backward_impl<T, decltype(hh)::value, decltype(far)::value>(
+  const bool far = attention_prefetch_far<T>(g.num_nodes, H * D + F, 1.0 * (1 << 20));
+  return dispatch_heads<T>(H, D, far, [&](auto hh, auto fr) {
+    return attention_diffusion_backward_impl<T, decltype(hh)::value, decltype(fr)::value>(
         g, grad, lse, q, k, x, H, D, F, scale_d, grad_q, grad_k, grad_x, nthreads);
   });
 }
