@@ -9,10 +9,13 @@
 //
 // edge_attention           attn [E, H] = a (in CSR edge order).
 // attention_diffusion      out[i] = (1/H) sum_h sum_{j->i} a_ijh x[j]   [N, F]
-//                          and lse [N, H]; never materialises [E,H] or [E,F].
+//                          and lse [N, H].  The forward never materialises
+//                          an [E,*] array; the backward keeps one [E, 1+H]
+//                          temporary of per-edge records (c, ds), which makes
+//                          its column pass a pure gather-reduce (see there).
 //
 // Per-row buffers are per-thread scratch of at most kAttnBlock edges, so the
-// memory footprint is O(threads * kAttnBlock * H) whatever the degrees are.
+// scratch footprint is O(threads * kAttnBlock * H) whatever the degrees are.
 #pragma once
 
 #include <memory>
