@@ -46,17 +46,19 @@ run: install
 # The benchmark suite (bench/README.md): every provider side by side, correctness
 # checked first; saves pytest-benchmark JSON under .benchmarks/ and compares with the
 # previous saved run when there is one; writes bench/results/*.{md,json,png}.
-# BENCH_ARGS passes pytest options (e.g. BENCH_ARGS="-k spmm" or "bench/test_bench_ops.py").
+# BENCH_FILES picks files (default: the whole bench/ directory, e.g.
+# BENCH_FILES=bench/test_bench_ops.py); BENCH_ARGS passes pytest options (e.g. BENCH_ARGS="-k spmm").
+BENCH_FILES ?= bench
 BENCH_ARGS ?=
 BENCH_PYTEST = $(PY) -m pytest -p no:cacheprovider -o addopts= --benchmark-only \
 	--benchmark-columns=min,median,rounds --benchmark-group-by=group --benchmark-sort=name --durations=10
 bench: install
-	$(BENCH_PYTEST) bench -q --benchmark-autosave \
+	$(BENCH_PYTEST) $(BENCH_FILES) -q --benchmark-autosave \
 	    $(if $(wildcard .benchmarks/*/*.json),--benchmark-compare) $(BENCH_ARGS)
 
 # Every bench file at its smallest size (seconds; results in /tmp, nothing saved).
 bench-smoke: install
-	GRAPHODE_BENCH_SIZE=smoke GRAPHODE_BENCH_RESULTS=/tmp/graphode-bench-smoke $(BENCH_PYTEST) bench -q $(BENCH_ARGS)
+	GRAPHODE_BENCH_SIZE=smoke GRAPHODE_BENCH_RESULTS=/tmp/graphode-bench-smoke $(BENCH_PYTEST) $(BENCH_FILES) -q $(BENCH_ARGS)
 
 # Copy the tables of the last run (bench/results/*.md) into bench/README.md.
 bench-readme:
