@@ -174,15 +174,20 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _meminfo(key: str) -> Optional[int]:
+def _proc_kib(path: str, key: str) -> Optional[int]:
+    """The ``key:`` entry (given in kB) of a ``/proc`` key-value file, in bytes; None if absent."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def _meminfo(key: str) -> Optional[int]:
+    return _proc_kib("/proc/meminfo", key)
 
 
 def machine_info() -> Dict[str, Any]:
@@ -228,14 +233,7 @@ def check_close(got, expected, rtol: float = 1e-4, what: str = "") -> float:
 # --------------------------------------------------------------------------- memory
 def proc_status(key: str) -> Optional[int]:
     """A ``/proc/self/status`` entry in bytes (``VmRSS``, ``VmHWM``, ``VmPeak``...)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return _proc_kib("/proc/self/status", key)
 
 
 def _reset_hwm() -> bool:
