@@ -236,6 +236,16 @@ def test_cli_unknown_model():
         run_train(args)
 
 
+@pytest.mark.parametrize("flag,value", [("--init", "xavier"), ("--rewiring", "gradient")])
+def test_cli_unknown_init_or_rewiring_is_a_usage_error(flag, value, capsys):
+    """A misspelt deep-GCN option is refused by the parser, naming the valid choices."""
+    with pytest.raises(SystemExit) as e:
+        _cli_args(["--model", "gcn", flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert value in err and ("isometric-code" in err or "dirichlet_energy" in err)
+
+
 def test_cli_dataset_from_config_file(tmp_path):
     """Without --dataset, the --config file's ``dataset`` key is used (not a silent Cora)."""
     from graphode.train._cli import _resolve_config

@@ -24,6 +24,9 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from ..models.gcn import INITS as GCN_INITS
+from ._rewiring import CRITERIA as REWIRING_CRITERIA
+
 __all__ = ["add_train_args", "run_train", "load_config", "packaged_config_path", "parse_set", "main"]
 
 
@@ -104,8 +107,12 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads while training (GRAND on Cora-sized graphs is fastest with 1)")
     p.add_argument("--layers", type=int, default=None, help="number of layers (deep GCN models)")
-    p.add_argument("--init", default=None, help="weight initialisation name (deep GCN models)")
-    p.add_argument("--rewiring", default=None, help="rewiring name (deep GCN models)")
+    p.add_argument("--init", default=None, choices=GCN_INITS,
+                   help="weight initialisation (deep GCN models): glorot; isometric = eq. 14 of the paper; "
+                        "isometric-code = the authors' code's bound, the one that reproduces the paper's tables")
+    p.add_argument("--rewiring", default=None, choices=("none",) + REWIRING_CRITERIA,
+                   help="gradient-guided rewiring (deep GCN models): gradient_flow = the paper's rule, "
+                        "dirichlet_energy = the authors' code's rule")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable; value parsed as YAML)")
     p.add_argument("--out", default=None, help="write results as JSON here")
