@@ -117,10 +117,17 @@ def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str]
              root: Optional[str]) -> List[Dict[str, Any]]:
     """Run every job (dict with ``dataset``, ``model``, ``seed``, ``split`` (optional) and
     config keys) not already in ``out``; returns all records (old and new)."""
-    done = read_jsonl(out)
-    seen = {key_of(r, keys) for r in done if r.get("epochs_cfg") == epochs}
+    done: List[Dict[str, Any]] = []
+    seen: set = set()
     cache: Dict[str, Any] = {}
+    stamp: Any = "unread"
     for job in jobs:
+        # Re-read --out when it changed: another process working on the same grid
+        # (e.g. one started with --reverse) may have finished this job meanwhile.
+        now = os.stat(out).st_mtime_ns if out and os.path.exists(out) else None
+        if now != stamp:
+            stamp, done = now, read_jsonl(out)
+            seen = {key_of(r, keys) for r in done if r.get("epochs_cfg") == epochs}
         k = key_of({**job, "epochs_cfg": epochs}, keys)
         if k in seen:
             continue
@@ -139,6 +146,7 @@ def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str]
                "epoch_time_s": r["epoch_time_s"]}
         append_jsonl(out, rec)
         done.append(rec)
+        seen.add(k)
         print(json.dumps(rec), flush=True)
     return done
 
@@ -175,7 +183,16 @@ def base_parser(desc: str, epochs: int, seeds: int, patience: Optional[int]) -> 
                         f"(the paper: none; default {patience})")
     p.add_argument("--part", type=int, default=0, help="run only jobs part::nparts (for parallel processes)")
     p.add_argument("--nparts", type=int, default=1)
+    p.add_argument("--reverse", action="store_true",
+                   help="run the grid from its last job backwards; a second process with --reverse on the same "
+                        "--out shares the grid with a forward one (each skips what the other has finished)")
     return p
+
+
+def select_jobs(jobs: List[Dict[str, Any]], args) -> List[Dict[str, Any]]:
+    """The jobs of this process: ``--part``/``--nparts`` slice, in ``--reverse`` order if asked."""
+    mine = jobs[args.part::args.nparts]
+    return mine[::-1] if getattr(args, "reverse", False) else mine
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -10,7 +10,7 @@ grid can be split over processes with ``--part i --nparts n``.
 """
 from __future__ import annotations
 
-from gcn_common import aggregate, base_parser, data_root, fmt, markdown_table, read_jsonl, run_grid, setup_threads
+from gcn_common import select_jobs, aggregate, base_parser, data_root, fmt, markdown_table, read_jsonl, run_grid, setup_threads
 
 PAPER = {  # test accuracy (%) from the paper's Table 2, layers 2..12
     ("cora", "glorot"): [81.1, 81.9, 80.4, 79.9, 77.5, 77.1, 69.5, 28.2, 27.4, 30.1, 25.4],
@@ -31,7 +31,7 @@ def main(argv=None):
     if not a.summary_only:
         jobs = [dict(dataset=d, model="gcn", layers=L, init=i, seed=s, patience=a.patience)
                 for s in range(a.seeds) for d in a.datasets for L in a.layers for i in a.inits]
-        run_grid(jobs[a.part::a.nparts], a.out, KEYS, a.epochs, data_root(a.data_root))
+        run_grid(select_jobs(jobs, a), a.out, KEYS, a.epochs, data_root(a.data_root))
     print(summary(read_jsonl(a.out), a.epochs, a.patience, a.datasets, a.layers, a.inits))
 
 

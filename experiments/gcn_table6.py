@@ -10,7 +10,7 @@ normalised features as loaded.
 """
 from __future__ import annotations
 
-from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
+from gcn_common import (select_jobs, aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
                         register_baselines, run_grid, setup_threads)
 
 METHODS = {
@@ -47,7 +47,7 @@ def main(argv=None):
     if not a.summary_only:
         jobs = [dict(dataset=d, layers=a.layers, method=m, split=s, seed=s, patience=a.patience, **METHODS[m])
                 for s in range(a.seeds) for d in a.datasets for m in a.methods]
-        run_grid(jobs[a.part::a.nparts], a.out, KEYS, a.epochs, data_root(a.data_root))
+        run_grid(select_jobs(jobs, a), a.out, KEYS, a.epochs, data_root(a.data_root))
     print(summary(read_jsonl(a.out), a.epochs, a.patience, a.datasets, a.layers))
 
 
