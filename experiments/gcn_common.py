@@ -156,11 +156,16 @@ def aggregate(records: List[Dict[str, Any]], keys: Sequence[str], epochs: Option
     """``{key tuple: (mean %, std %, n)}`` over seeds (population std, as numpy), over the
     runs with ``epochs`` (None: any) and ``patience`` ("any": any)."""
     groups: Dict[tuple, List[float]] = {}
+    counted = set()  # a run finished twice (two processes sharing a grid) counts once
     for r in records:
         if epochs is not None and r.get("epochs_cfg") != epochs:
             continue
         if patience != "any" and r.get("patience") != patience:
             continue
+        ident = (key_of(r, keys), r.get("seed"), r.get("split"), r.get("epochs_cfg"), r.get("patience"))
+        if ident in counted:
+            continue
+        counted.add(ident)
         groups.setdefault(key_of(r, keys), []).append(100.0 * float(r["test_acc"]))
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
 

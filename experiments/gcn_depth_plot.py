@@ -34,11 +34,12 @@ TABLE4_SERIES = [("Vanilla GCN", "Vanilla GCN", "tab:red", "vanilla GCN (Glorot)
 def runs_by_depth(records: List[dict], field: str, value: str, dataset: str,
                   epochs: int) -> Dict[int, List[float]]:
     """``{layers: [test accuracy % of each seed]}`` for the runs with ``record[field] == value``."""
-    out: Dict[int, List[float]] = {}
+    out: Dict[int, Dict[int, float]] = {}
     for r in records:
         if r.get("dataset") == dataset and r.get(field) == value and r.get("epochs_cfg") == epochs:
-            out.setdefault(int(r["layers"]), []).append(100.0 * float(r["test_acc"]))
-    return dict(sorted(out.items()))
+            # setdefault: a seed finished twice (two processes sharing a grid) counts once
+            out.setdefault(int(r["layers"]), {}).setdefault(int(r["seed"]), 100.0 * float(r["test_acc"]))
+    return {L: list(by_seed.values()) for L, by_seed in sorted(out.items())}
 
 
 def _panel(ax, series, paper_of, records, field, dataset, epochs, title) -> Tuple[int, int]:
