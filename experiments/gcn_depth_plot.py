@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 
@@ -42,7 +42,8 @@ def runs_by_depth(records: List[dict], field: str, value: str, dataset: str,
     return {L: list(by_seed.values()) for L, by_seed in sorted(out.items())}
 
 
-def _panel(ax, series, paper_of, records, field, dataset, epochs, title) -> Tuple[int, int]:
+def _panel(ax, series, paper_of, records, field, dataset, epochs, title) -> str:
+    """Draw one panel; returns the number of seeds per point ("10" or "2-3")."""
     ns = []
     for value, paper_key, colour, label, paper_label in series:
         runs = runs_by_depth(records, field, value, dataset, epochs)
@@ -63,7 +64,9 @@ def _panel(ax, series, paper_of, records, field, dataset, epochs, title) -> Tupl
     ax.set_ylim(0, 90)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
-    return (min(ns), max(ns)) if ns else (0, 0)
+    if not ns:
+        return "0"
+    return str(min(ns)) if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}"
 
 
 def main(argv=None) -> str:
@@ -84,16 +87,16 @@ def main(argv=None) -> str:
                                                          for r in t2)]
     fig, axes = plt.subplots(1, len(datasets2) + 1, figsize=(4.6 * (len(datasets2) + 1), 3.8), squeeze=False)
     for ax, d in zip(axes[0], datasets2):
-        lo, hi = _panel(ax, TABLE2_SERIES,
+        n = _panel(ax, TABLE2_SERIES,
                         lambda k, d=d: [(L, v) for L, v in zip(range(2, 13), PAPER2.get((d, k), []))],
                         t2, "init", d, a.epochs, "")
-        ax.set_title(f"Table 2, {d}: init only ({lo}-{hi} seeds/point)", fontsize=9)
+        ax.set_title(f"Table 2, {d}: init only ({n} seeds/point)", fontsize=9)
     ax = axes[0][-1]
-    lo, hi = _panel(ax, TABLE4_SERIES, lambda k: list(zip(PAPER_LAYERS, PAPER4.get(k, []))),
+    n = _panel(ax, TABLE4_SERIES, lambda k: list(zip(PAPER_LAYERS, PAPER4.get(k, []))),
                     t4, "method", "cora", a.epochs, "")
     ax.set_xscale("log", base=2)
     ax.set_xticks(PAPER_LAYERS, [str(L) for L in PAPER_LAYERS])
-    ax.set_title(f"Table 4, cora: init + rewiring ({lo}-{hi} seeds/point)", fontsize=9)
+    ax.set_title(f"Table 4, cora: init + rewiring ({n} seeds/point)", fontsize=9)
     fig.suptitle(f"Deep vanilla GCN, test accuracy at the best validation epoch ({a.epochs} epochs)", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
