@@ -62,15 +62,26 @@ def key_of(rec: Dict[str, Any], keys: Sequence[str]) -> tuple:
     return tuple(rec.get(k) for k in keys)
 
 
+#: What a run measured; every other field of a record is what identifies the run.
+RESULT_FIELDS = ("test_acc", "val_acc", "best_epoch", "skips", "skip_epochs", "time_s", "epoch_time_s")
+
+
 def read_jsonl(path: Optional[str]) -> List[Dict[str, Any]]:
+    """The records of ``path``; a run recorded twice (two processes sharing a grid
+    finished it both) is kept once, the first time."""
     if not path or not os.path.exists(path):
         return []
-    out = []
+    out, ids = [], set()
     with open(path) as f:
         for line in f:
             line = line.strip()
-            if line:
-                out.append(json.loads(line))
+            if not line:
+                continue
+            rec = json.loads(line)
+            ident = json.dumps({k: v for k, v in rec.items() if k not in RESULT_FIELDS}, sort_keys=True)
+            if ident not in ids:
+                ids.add(ident)
+                out.append(rec)
     return out
 
 
@@ -156,16 +167,11 @@ def aggregate(records: List[Dict[str, Any]], keys: Sequence[str], epochs: Option
     """``{key tuple: (mean %, std %, n)}`` over seeds (population std, as numpy), over the
     runs with ``epochs`` (None: any) and ``patience`` ("any": any)."""
     groups: Dict[tuple, List[float]] = {}
-    counted = set()  # a run finished twice (two processes sharing a grid) counts once
     for r in records:
         if epochs is not None and r.get("epochs_cfg") != epochs:
             continue
         if patience != "any" and r.get("patience") != patience:
             continue
-        ident = (key_of(r, keys), r.get("seed"), r.get("split"), r.get("epochs_cfg"), r.get("patience"))
-        if ident in counted:
-            continue
-        counted.add(ident)
         groups.setdefault(key_of(r, keys), []).append(100.0 * float(r["test_acc"]))
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
 

@@ -34,15 +34,14 @@ TABLE4_SERIES = [("Vanilla GCN", "Vanilla GCN", "tab:red", "vanilla GCN (Glorot)
 def runs_by_depth(records: List[dict], field: str, value: str, dataset: str,
                   epochs: int) -> Dict[int, List[float]]:
     """``{layers: [test accuracy % of each seed]}`` for the runs with ``record[field] == value``."""
-    out: Dict[int, Dict[int, float]] = {}
+    out: Dict[int, List[float]] = {}
     for r in records:
         if r.get("dataset") == dataset and r.get(field) == value and r.get("epochs_cfg") == epochs:
-            # setdefault: a seed finished twice (two processes sharing a grid) counts once
-            out.setdefault(int(r["layers"]), {}).setdefault(int(r["seed"]), 100.0 * float(r["test_acc"]))
-    return {L: list(by_seed.values()) for L, by_seed in sorted(out.items())}
+            out.setdefault(int(r["layers"]), []).append(100.0 * float(r["test_acc"]))
+    return dict(sorted(out.items()))
 
 
-def _panel(ax, series, paper_of, records, field, dataset, epochs, title) -> str:
+def _panel(ax, series, paper_of, records, field, dataset, epochs) -> str:
     """Draw one panel; returns the number of seeds per point ("10" or "2-3")."""
     ns = []
     for value, paper_key, colour, label, paper_label in series:
@@ -58,7 +57,6 @@ def _panel(ax, series, paper_of, records, field, dataset, epochs, title) -> str:
         if paper:
             px, py = zip(*paper)
             ax.plot(px, py, "--", color=colour, alpha=0.8, label=f"{paper_label} (paper)")
-    ax.set_title(title)
     ax.set_xlabel("layers")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 90)
@@ -87,13 +85,12 @@ def main(argv=None) -> str:
                                                          for r in t2)]
     fig, axes = plt.subplots(1, len(datasets2) + 1, figsize=(4.6 * (len(datasets2) + 1), 3.8), squeeze=False)
     for ax, d in zip(axes[0], datasets2):
-        n = _panel(ax, TABLE2_SERIES,
-                        lambda k, d=d: [(L, v) for L, v in zip(range(2, 13), PAPER2.get((d, k), []))],
-                        t2, "init", d, a.epochs, "")
+        n = _panel(ax, TABLE2_SERIES, lambda k, d=d: list(zip(range(2, 13), PAPER2.get((d, k), []))),
+                   t2, "init", d, a.epochs)
         ax.set_title(f"Table 2, {d}: init only ({n} seeds/point)", fontsize=9)
     ax = axes[0][-1]
     n = _panel(ax, TABLE4_SERIES, lambda k: list(zip(PAPER_LAYERS, PAPER4.get(k, []))),
-                    t4, "method", "cora", a.epochs, "")
+               t4, "method", "cora", a.epochs)
     ax.set_xscale("log", base=2)
     ax.set_xticks(PAPER_LAYERS, [str(L) for L in PAPER_LAYERS])
     ax.set_title(f"Table 4, cora: init + rewiring ({n} seeds/point)", fontsize=9)

@@ -10,7 +10,8 @@ grid can be split over processes with ``--part i --nparts n``.
 """
 from __future__ import annotations
 
-from gcn_common import select_jobs, aggregate, base_parser, data_root, fmt, markdown_table, read_jsonl, run_grid, setup_threads
+from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, read_jsonl, run_grid,
+                        select_jobs, setup_threads)
 
 PAPER = {  # test accuracy (%) from the paper's Table 2, layers 2..12
     ("cora", "glorot"): [81.1, 81.9, 80.4, 79.9, 77.5, 77.1, 69.5, 28.2, 27.4, 30.1, 25.4],

@@ -9,8 +9,8 @@ Every method uses the paper's training settings (Adam, lr 0.005, weight decay
 """
 from __future__ import annotations
 
-from gcn_common import (select_jobs, aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
-                        register_baselines, run_grid, setup_threads)
+from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
+                        register_baselines, run_grid, select_jobs, setup_threads)
 
 METHODS = {  # name in the table -> model config
     "Vanilla GCN": {"model": "gcn", "init": "glorot"},

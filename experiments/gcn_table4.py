@@ -11,8 +11,8 @@ used here).
 """
 from __future__ import annotations
 
-from gcn_common import (select_jobs, aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
-                        register_baselines, run_grid, setup_threads)
+from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
+                        register_baselines, run_grid, select_jobs, setup_threads)
 
 METHODS = {
     "Vanilla GCN": {"model": "gcn", "init": "glorot"},

@@ -10,8 +10,8 @@ normalised features as loaded.
 """
 from __future__ import annotations
 
-from gcn_common import (select_jobs, aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
-                        register_baselines, run_grid, setup_threads)
+from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
+                        register_baselines, run_grid, select_jobs, setup_threads)
 
 METHODS = {
     "GCN": {"model": "gcn", "init": "glorot"},
