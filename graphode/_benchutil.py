@@ -442,7 +442,7 @@ def power_law_graph_cached(num_nodes: int, num_edges: int, seed: int = 0):
     path = os.path.join(cache_dir(), f"power_law_{num_nodes}_{num_edges}_{seed}.pt")
     if os.path.exists(path):
         try:
-            d = torch.load(path)
+            d = torch.load(path, weights_only=True)  # a cache folder may be shared: never run code
             return Graph(d["rowptr"], d["col"], num_nodes, validate=False)
         except Exception:  # noqa: BLE001 - a torn or stale file: regenerate
             pass

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import List, Optional
@@ -60,54 +61,70 @@ def _cmd_run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .sweep import add_sweep_args, run_sweep
+    from .train._cli import add_train_args, run_train
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of a user error (also: GRAPHODE_DEBUG=1)")
     p = argparse.ArgumentParser(prog="graphode", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("info", help="what this installation provides (extension, triton, backends)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])  # every command takes --debug
+
+    s = command("info", "what this installation provides (extension, triton, backends)")
     s.set_defaults(fn=_cmd_info)
 
-    s = sub.add_parser("demo", help="diffuse Cora's features with the ops and the ODE solvers, with timings")
+    s = command("demo", "diffuse Cora's features with the ops and the ODE solvers, with timings")
     s.add_argument("--data-root", default=None)
     s.set_defaults(fn=_cmd_demo)
 
-    s = sub.add_parser("run", help="main job: train GRAND-l on the shipped Cora and print its accuracy")
+    s = command("run", "main job: train GRAND-l on the shipped Cora and print its accuracy")
     s.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     s.add_argument("--runs", type=int, default=1)
     s.add_argument("--data-root", default=None)
     s.set_defaults(fn=_cmd_run)
 
-    try:
-        from .train._cli import add_train_args, run_train
-    except ImportError:  # training layer not available
-        pass
-    else:
-        s = sub.add_parser("train", help="train a model (GRAND variants, deep GCN, baselines)")
-        add_train_args(s)
-        s.set_defaults(fn=run_train)
+    s = command("train", "train a model (GRAND variants, deep GCN, baselines)")
+    add_train_args(s)
+    s.set_defaults(fn=run_train)
 
-    try:
-        from .sweep import add_sweep_args, run_sweep
-    except ImportError:  # sweep layer not available
-        pass
-    else:
-        s = sub.add_parser("sweep", help="hyperparameter sweep on Ray Tune (ASHA), locally or on a Ray cluster")
-        add_sweep_args(s)
-        s.set_defaults(fn=run_sweep)
+    s = command("sweep", "hyperparameter sweep on Ray Tune (ASHA), locally or on a Ray cluster")
+    add_sweep_args(s)
+    s.set_defaults(fn=run_sweep)
 
     try:
         from ._bench_quick import add_bench_args, run_bench
     except ImportError:
         pass
     else:
-        s = sub.add_parser("bench", help="a short graphode-vs-alternatives comparison on this machine")
+        s = command("bench", "a short graphode-vs-alternatives comparison on this machine")
         add_bench_args(s)
         s.set_defaults(fn=run_bench)
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    text = " ".join(line.strip() for line in str(e).strip().splitlines() if line.strip())
+    return text or type(e).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run a command.  A :class:`~graphode.errors.UserError` (bad argument, config, dataset,
+    checkpoint or output path) prints one line ``graphode <cmd>: error: ...`` on stderr and
+    returns 2, without a traceback unless ``--debug`` (or ``GRAPHODE_DEBUG=1``); any other
+    exception is a bug and keeps its traceback."""
+    from .errors import UserError
+
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except UserError as e:
+        if getattr(args, "debug", False) or os.environ.get("GRAPHODE_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"graphode {args.command}: error: {_one_line(e)}", file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -231,8 +231,10 @@ def test_cli_out_json(tmp_path, monkeypatch, capsys):
 
 
 def test_cli_unknown_model():
+    from graphode.errors import UserError
+
     args = _cli_args(["--model", "no-such-model", "--dataset", "cora", "--no-progress"])
-    with pytest.raises(SystemExit, match="no-such-model"):
+    with pytest.raises(UserError, match="no-such-model"):
         run_train(args)
 
 

@@ -5,13 +5,18 @@ Both libraries are optional: they are imported only when these loaders run.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import pickle
+import re
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
+from .._io import weights_only_loads
+from ..errors import DataError
 from ._base import NodeDataset, row_normalize
 from ._root import PathLike, resolve_root
 from ._splits import Seeds, coalesce_edges, lcc_dataset, symmetrize_edges
@@ -43,6 +48,24 @@ def _import(module: str, what: str, extra: str, pip_name: str):
             f"{what} needs the optional dependency '{pip_name}', which could not be imported ({e}). "
             f"Install it with: pip install 'graphode[{extra}]'  (or: pip install {pip_name})"
         ) from e
+
+
+@contextlib.contextmanager
+def _safe_cache(processed: Path):
+    """PyG and OGB cache processed datasets as torch/pickle files and reload them
+    (PyG falls back to ``torch.load(weights_only=False)`` when the safe load fails):
+    within this block every ``torch.load`` is forced to ``weights_only=True``, and a
+    refused file is a :class:`DataError` naming the cache folder."""
+    try:
+        with weights_only_loads():
+            yield
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f"it asks to import {found.group(1)}" if found else "it holds more than tensors and plain data"
+        raise DataError(
+            f"refusing to load the processed dataset cache in {processed}: {what}, and graphode loads only "
+            "tensors and plain data from files, never code; delete that folder to rebuild it from the raw files"
+        ) from None
 
 
 def canonical_pyg_name(name: str) -> str:
@@ -107,7 +130,8 @@ def load_pyg(
                 "(pass root=<folder> or set GRAPHODE_DATA) or allow downloading."
             )
     datasets = _import("torch_geometric.datasets", f"load_pyg({name!r})", "pyg", "torch_geometric")
-    ds = getattr(datasets, cls_name)(str(r), pyg_name)
+    with _safe_cache(r / pyg_name / "processed"):
+        ds = getattr(datasets, cls_name)(str(r), pyg_name)
     data = ds[0]
     n = int(data.num_nodes)
     edge_index = coalesce_edges(*data.edge_index.cpu().numpy(), n)
@@ -131,7 +155,8 @@ def _load_ogb(key: str, root: Path, split: Optional[str], normalize_features: bo
             "(or set GRAPHODE_DATA) or allow downloading."
         )
     nodeproppred = _import("ogb.nodeproppred", f"load_pyg({key!r})", "ogb", "ogb")
-    ds = nodeproppred.NodePropPredDataset(name=key, root=str(root))
+    with _safe_cache(folder / "processed"):
+        ds = nodeproppred.NodePropPredDataset(name=key, root=str(root))
     graph, labels = ds[0]
     n = int(graph["num_nodes"])
     edge_index = symmetrize_edges(coalesce_edges(*np.asarray(graph["edge_index"]), n), n)

@@ -24,6 +24,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from ..errors import ConfigError
 from ..models.gcn import INITS as GCN_INITS
 from ._rewiring import CRITERIA as REWIRING_CRITERIA
 
@@ -134,7 +135,7 @@ def _resolve_config(args) -> Dict[str, Any]:
     cfg = load_config(args.config, args.model, args.dataset)
     model = args.model or cfg.get("model")
     if model is None:
-        raise SystemExit("graphode train: --model is required (or a 'model' key in the config)")
+        raise ConfigError("--model is required (or a 'model' key in the config)")
     cfg["model"] = model
     cfg["dataset"] = args.dataset
     cfg["split"] = args.split
@@ -155,14 +156,15 @@ def _fmt(v, spec=".2f", scale=1.0, none="-"):
 def run_train(args) -> int:
     """Run ``graphode train`` for parsed ``args``; prints the results (and writes ``--out``).
 
-    Returns 0 (the exit status).  Raises ``SystemExit`` naming an unknown model."""
+    Returns 0 (the exit status).  Raises :class:`~graphode.errors.UserError` (one line at the
+    command line, exit code 2) for a user error: unknown model, bad config, bad checkpoint, ..."""
     from ..models import MODELS
     from ._trainer import run_many
 
     cfg = _resolve_config(args)
     model = cfg["model"]
     if model not in MODELS:
-        raise SystemExit(f"graphode train: unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
+        raise ConfigError(f"unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
     progress = not args.no_progress and sys.stderr.isatty()
 
     def report(i, r):

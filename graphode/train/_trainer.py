@@ -40,6 +40,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._io import load_torch_file, save_torch_file
+from ..errors import CheckpointError
+
 __all__ = [
     "Trainer",
     "fit",
@@ -48,6 +51,8 @@ __all__ = [
     "make_optimizer",
     "summarize",
     "DEFAULT_TRAIN_CONFIG",
+    "CHECKPOINT_FORMAT",
+    "load_checkpoint",
 ]
 
 #: Trainer keys of a config and their defaults (models read their own keys).
@@ -65,6 +70,24 @@ DEFAULT_TRAIN_CONFIG: Dict[str, Any] = {
 }
 
 _OPTIMIZERS = ("adam", "adamw", "adamax", "rmsprop", "sgd")
+
+#: Format tag of the checkpoints :class:`Trainer` writes.  graphode.train/2 holds only
+#: tensors and plain data; graphode.train/1 (graphode 0.1.0) held numpy's RNG state as
+#: an array, which is still read (numpy arrays only, no other import).
+CHECKPOINT_FORMAT = "graphode.train/2"
+_READABLE_FORMATS = ("graphode.train/1", CHECKPOINT_FORMAT)
+
+
+def load_checkpoint(path: str, map_location=None) -> Dict[str, Any]:
+    """Read a training checkpoint without running code from it (``weights_only=True``).
+
+    Raises :class:`~graphode.errors.CheckpointError` (one line, naming the file) when the
+    file is missing, damaged, not a graphode checkpoint, or would import anything."""
+    state = load_torch_file(path, what="checkpoint", map_location=map_location, allow_numpy_arrays=True)
+    if not isinstance(state, dict) or state.get("format") not in _READABLE_FORMATS:
+        raise CheckpointError(f"{path} is not a graphode training checkpoint "
+                              f"(expected a dict with format {CHECKPOINT_FORMAT})")
+    return state
 
 
 def seed_everything(seed: int) -> None:
@@ -99,10 +122,15 @@ def make_optimizer(params, config: Dict[str, Any]) -> torch.optim.Optimizer:
 
 
 # --------------------------------------------------------------------------- RNG state
+# Checkpoints hold only what torch.load(weights_only=True) accepts: tensors, numbers,
+# strings, None, lists, tuples and dicts.  Python's state is a tuple of ints already;
+# numpy's legacy state tuple holds a uint32 array, stored here as an int64 tensor.
 def _rng_state() -> Dict[str, Any]:
+    kind, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"kind": str(kind), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -111,19 +139,21 @@ def _rng_state() -> Dict[str, Any]:
 
 
 def _set_rng_state(state: Dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal), gauss))
+    npst = state["numpy"]
+    if isinstance(npst, dict):
+        np.random.set_state((npst["kind"], npst["key"].cpu().numpy().astype(np.uint32), int(npst["pos"]),
+                             int(npst["has_gauss"]), float(npst["cached_gaussian"])))
+    else:  # graphode.train/1: numpy's own tuple
+        np.random.set_state(npst)
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _atomic_save(obj: Any, path: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    save_torch_file(obj, path, what="checkpoint")
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> float:
@@ -238,7 +268,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> Dict[str, Any]:
         return {
-            "format": "graphode.train/1",
+            "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
@@ -254,8 +284,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if state.get("format") != "graphode.train/1":
-            raise ValueError("not a graphode training checkpoint")
+        if not isinstance(state, dict) or state.get("format") not in _READABLE_FORMATS:
+            raise CheckpointError("not a graphode training checkpoint (no 'format' key of graphode.train/N)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         cbs = state.get("callbacks") or []
@@ -296,7 +326,7 @@ class Trainer:
             # then their saved state, so the checkpoint has the last word.
             self._call("on_train_begin")
             if resuming:
-                self.load_state_dict(torch.load(resume, map_location=self.device, weights_only=False))
+                self.load_state_dict(load_checkpoint(resume, map_location=self.device))
                 start = self.epoch + 1
             self._loop(start, epochs, checkpoint, progress)
             self.finished = True
