@@ -63,7 +63,8 @@ def key_of(rec: Dict[str, Any], keys: Sequence[str]) -> tuple:
 
 
 #: What a run measured; every other field of a record is what identifies the run.
-RESULT_FIELDS = ("test_acc", "val_acc", "best_epoch", "skips", "skip_epochs", "time_s", "epoch_time_s")
+RESULT_FIELDS = ("test_acc", "val_acc", "best_epoch", "skips", "skip_epochs", "time_s", "epoch_time_s",
+                 "probe_time_s", "final_val_acc")
 
 
 def read_jsonl(path: Optional[str]) -> List[Dict[str, Any]]:
@@ -100,11 +101,33 @@ def train_one(model_name: str, dataset, config: Dict[str, Any], seed: int, epoch
     The model's own callbacks (``model.callbacks``: the rewiring) are handed to the
     trainer unless it already picked them up.  Returns the trainer's result (without
     the history) plus ``skips`` (layers rewired) and ``time_s``.
+
+    ``config["rewiring_protocol"]``: ``"online"`` (default: the rewiring callback adds
+    each skip during training, when its layer is flagged) or ``"restart"`` (the
+    authors' code: a probe run of ``rewiring_probe_epochs`` (200) epochs only
+    *records* the flagged layers, then a fresh model, same seed, same init, is
+    trained with those skips from epoch 0 and no rewiring callback).
     """
     from graphode.models import build
     from graphode.train import Trainer, seed_everything
 
     cfg = {**TRAIN, **config}
+    t0 = time.perf_counter()
+    probe = None
+    if cfg.get("rewiring_protocol", "online") == "restart" and cfg.get("rewiring") not in (None, "none"):
+        from graphode.models.gcn import _rewiring_from_config
+        from graphode.train import probe_skips
+
+        probe_epochs = int(cfg.get("rewiring_probe_epochs") or 200)
+        seed_everything(seed)
+        probe_model = build(model_name, dataset, {**cfg, "rewiring": None})
+        rw = _rewiring_from_config({**cfg, "rewiring_probe_epochs": None})
+        rw.apply = False
+        found = probe_skips(probe_model, dataset, rw, epochs=probe_epochs, lr=cfg["lr"],
+                            weight_decay=cfg["weight_decay"])
+        probe = {"skips": found, "skip_epochs": {str(k): v for k, v in sorted(rw.skips.items())},
+                 "time_s": time.perf_counter() - t0}
+        cfg = {**cfg, "rewiring": None, "skips": found}
     seed_everything(seed)
     model = build(model_name, dataset, cfg)
     extra = list(extra_callbacks)
@@ -112,7 +135,6 @@ def train_one(model_name: str, dataset, config: Dict[str, Any], seed: int, epoch
     for cb in getattr(model, "callbacks", []) or []:
         if not any(c is cb for c in tr.callbacks):
             tr.callbacks.append(cb)
-    t0 = time.perf_counter()
     res = tr.fit(epochs=epochs, progress=False)
     res = {k: v for k, v in res.items() if k != "history"}
     res["time_s"] = time.perf_counter() - t0
@@ -120,6 +142,9 @@ def train_one(model_name: str, dataset, config: Dict[str, Any], seed: int, epoch
     for cb in getattr(model, "callbacks", []) or []:  # {layer: epoch it was rewired}
         if isinstance(getattr(cb, "skips", None), dict):
             res["skip_epochs"] = {str(k): v for k, v in sorted(cb.skips.items())}
+    if probe is not None:  # the epochs of the probe run at which the layers were flagged
+        res["skip_epochs"] = probe["skip_epochs"]
+        res["probe_time_s"] = round(probe["time_s"], 2)
     res["_model"] = model
     return res
 
@@ -155,6 +180,8 @@ def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str]
                "best_epoch": r["best_epoch"], "skips": r["skips"], "skip_epochs": r.get("skip_epochs"),
                "time_s": round(r["time_s"], 2),
                "epoch_time_s": r["epoch_time_s"]}
+        if "probe_time_s" in r:
+            rec["probe_time_s"] = r["probe_time_s"]
         append_jsonl(out, rec)
         done.append(rec)
         seen.add(k)

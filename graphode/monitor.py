@@ -3,8 +3,10 @@
 * :func:`gradient_flow` — per-layer gradient norms ``||dL/dW_l||_p`` and their
   mean ``GF_p`` (eq. 3-4 of "Old can be Gold", p = 2 in the paper).
 * :func:`dirichlet_energy` — ``E(X) = Tr(X^T L̃ X)`` with the augmented
-  normalised Laplacian ``L̃ = I - D̃^-1/2 (A + I) D̃^-1/2`` (eq. 17-18), computed
-  as a sum over edges, never as an ``N x N`` matrix.
+  normalised Laplacian ``L̃ = I - D̃^-1/2 (A + I) D̃^-1/2`` (eq. 17-18), or the
+  plain ``L = I - D^-1/2 A D^-1/2`` that the authors' code uses (PyG's
+  ``get_laplacian(..., "sym")``), computed as a sum over edges, never as an
+  ``N x N`` matrix.
 * :class:`TrainingMonitor` — a trainer callback logging both per layer and
   epoch; :func:`plot_heatmap` draws a layer x epoch heatmap (Figures 1, 4, 5).
 
@@ -67,9 +69,16 @@ def gradient_flow(model: nn.Module, p: float = 2.0) -> Tuple[List[float], float]
     return norms, (sum(norms) / len(norms) if norms else 0.0)
 
 
-def _energy_terms(graph: Graph):
-    """``(src, dst, w, dinv_sqrt)`` for the off-diagonal entries of ``A`` (cached on the graph)."""
-    keys = ("dirichlet_src", "dirichlet_dst", "dirichlet_w", "dirichlet_dinv")
+#: ``laplacian=`` choices of :func:`dirichlet_energy`.
+LAPLACIANS = ("augmented", "sym")
+
+
+def _energy_terms(graph: Graph, laplacian: str = "augmented"):
+    """``(src, dst, w, dinv_sqrt, isolated)`` for the off-diagonal entries of ``A`` (cached on the graph).
+
+    ``isolated`` (``laplacian="sym"`` only, else empty): the nodes without edges,
+    whose diagonal entry of ``L`` is 1 with nothing to cancel it."""
+    keys = tuple(f"dirichlet_{laplacian}_{k}" for k in ("src", "dst", "w", "dinv", "isolated"))
     if all(k in graph._cache for k in keys):
         return tuple(graph._cache[k] for k in keys)
     row, col = graph.row, graph.col
@@ -77,14 +86,20 @@ def _energy_terms(graph: Graph):
     w = graph.edge_weight
     w = torch.ones(graph.num_edges, device=graph.device) if w is None else w.to(torch.float32)
     dst, src, w = row[off], col[off], w[off]
-    # D̃ = 1 + sum of the off-diagonal in-edge weights: the degree of A + I.
-    deg = torch.ones(graph.num_nodes, dtype=torch.float64, device=graph.device).index_add_(0, dst, w.double())
-    hit = (src, dst, w, deg.rsqrt())
+    # augmented: D̃ = 1 + sum of the off-diagonal in-edge weights (the degree of A + I);
+    # sym: D = that sum (the degree of A), isolated nodes kept apart.
+    base = 1.0 if laplacian == "augmented" else 0.0
+    deg = torch.full((graph.num_nodes,), base, dtype=torch.float64, device=graph.device).index_add_(0, dst, w.double())
+    isolated = torch.nonzero(deg == 0).view(-1) if laplacian == "sym" else torch.zeros(0, dtype=torch.long,
+                                                                                          device=graph.device)
+    deg = torch.where(deg == 0, torch.ones_like(deg), deg)
+    hit = (src, dst, w, deg.rsqrt(), isolated)
     graph._cache.update(zip(keys, hit))  # tensors only: Graph.to() moves its cache
     return hit
 
 
-def dirichlet_energy(x: torch.Tensor, graph: Graph, chunk_edges: Optional[int] = None) -> torch.Tensor:
+def dirichlet_energy(x: torch.Tensor, graph: Graph, chunk_edges: Optional[int] = None,
+                     laplacian: str = "augmented") -> torch.Tensor:
     """Dirichlet energy ``Tr(X^T L̃ X) = 1/2 sum_{(i,j) in E} ||x_i/sqrt(1+d_i) - x_j/sqrt(1+d_j)||^2``.
 
     Args:
@@ -95,6 +110,11 @@ def dirichlet_energy(x: torch.Tensor, graph: Graph, chunk_edges: Optional[int] =
             ``Tr(X^T L̃ X)``; a directed graph gets the edge formula.
         chunk_edges: bound on the edges processed at once (memory
             ``chunk_edges x F``); default: about 2^22 values per chunk.
+        laplacian: ``"augmented"`` (the paper's eq. 17-18, ``L̃`` of ``A + I``)
+            or ``"sym"`` (``L = I - D^-1/2 A D^-1/2``, what the authors' code
+            measures: ``1/sqrt(d_i)`` in the edge sum, plus ``||x_i||^2`` for
+            each isolated node, as PyG's ``get_laplacian(..., "sym")`` keeps
+            their diagonal 1).
 
     Returns:
         a scalar tensor (differentiable in ``x``); the sum is kept in float64 for
@@ -104,7 +124,9 @@ def dirichlet_energy(x: torch.Tensor, graph: Graph, chunk_edges: Optional[int] =
         x = x.unsqueeze(-1)
     if x.dim() != 2 or x.size(0) != graph.num_nodes:
         raise ValueError(f"x must be [N] or [N, F] with N = {graph.num_nodes}, got {list(x.shape)}")
-    src, dst, w, dinv = _energy_terms(graph)
+    if laplacian not in LAPLACIANS:
+        raise ValueError(f"unknown laplacian {laplacian!r}; choose one of {LAPLACIANS}")
+    src, dst, w, dinv, isolated = _energy_terms(graph, laplacian)
     if src.device != x.device:
         src, dst, w, dinv = src.to(x.device), dst.to(x.device), w.to(x.device), dinv.to(x.device)
     acc_dtype = torch.float64 if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else x.dtype
@@ -117,14 +139,19 @@ def dirichlet_energy(x: torch.Tensor, graph: Graph, chunk_edges: Optional[int] =
         e = slice(s, s + chunk_edges)
         d = xs.index_select(0, dst[e]) - xs.index_select(0, src[e])
         total = total + (d.pow(2).sum(-1).to(acc_dtype) * w[e].to(acc_dtype)).sum()
-    return 0.5 * total
+    total = 0.5 * total
+    if isolated.numel():
+        total = total + x.index_select(0, isolated.to(x.device)).to(acc_dtype).pow(2).sum()
+    return total
 
 
 @torch.no_grad()
-def layer_dirichlet_energies(model: nn.Module, graph: Optional[Graph] = None) -> List[float]:
+def layer_dirichlet_energies(model: nn.Module, graph: Optional[Graph] = None,
+                             laplacian: str = "augmented") -> List[float]:
     """Energies of the outputs the model recorded (``model.pre_activations``) in its last forward.
 
-    Set ``model.record_hidden = True`` before the forward.
+    Set ``model.record_hidden = True`` before the forward.  ``laplacian``: see
+    :func:`dirichlet_energy`.
     """
     graph = graph if graph is not None else getattr(model, "graph", None)
     if graph is None:
@@ -132,7 +159,7 @@ def layer_dirichlet_energies(model: nn.Module, graph: Optional[Graph] = None) ->
     hs = getattr(model, "pre_activations", None)
     if not hs:
         raise RuntimeError("the model recorded no outputs: set `model.record_hidden = True` and run a forward")
-    return [float(dirichlet_energy(h, graph)) for h in hs]
+    return [float(dirichlet_energy(h, graph, laplacian=laplacian)) for h in hs]
 
 
 def _trainer_graph(trainer, model) -> Optional[Graph]:

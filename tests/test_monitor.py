@@ -46,6 +46,26 @@ def test_dirichlet_energy_matches_dense_laplacian(self_loops):
     assert float(dirichlet_energy(v, graph)) == pytest.approx(float(_dense_energy(v[:, None], graph)), rel=1e-10)
 
 
+def test_dirichlet_energy_sym_laplacian_matches_dense_with_isolated_nodes():
+    # the authors' code: L = I - D^-1/2 A D^-1/2 (PyG get_laplacian "sym"); an isolated
+    # node keeps its diagonal 1 (PyG sets its D^-1/2 to 0 and adds I)
+    graph = _random_undirected(n=30, m=20, seed=5)
+    A = graph.to_dense(dtype=torch.float64)
+    A.fill_diagonal_(0.0)
+    deg = A.sum(1)
+    assert int((deg == 0).sum()) > 0  # the test needs isolated nodes
+    dinv = torch.where(deg > 0, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg))
+    L = torch.eye(graph.num_nodes, dtype=torch.float64) - dinv[:, None] * A * dinv[None, :]
+    x = torch.randn(graph.num_nodes, 4, dtype=torch.float64)
+    assert float(dirichlet_energy(x, graph, laplacian="sym")) == pytest.approx(float(torch.trace(x.T @ L @ x)),
+                                                                               rel=1e-12)
+    # and the two Laplacians differ (so the option is not a no-op), same graph cache
+    assert float(dirichlet_energy(x, graph)) == pytest.approx(float(_dense_energy(x, graph)), rel=1e-12)
+    assert float(dirichlet_energy(x, graph)) != pytest.approx(float(dirichlet_energy(x, graph, laplacian="sym")))
+    with pytest.raises(ValueError, match="laplacian"):
+        dirichlet_energy(x, graph, laplacian="rw")
+
+
 def test_dirichlet_energy_chunks_and_grad():
     graph = _random_undirected(n=40, m=120, seed=3)
     x = torch.randn(graph.num_nodes, 7, dtype=torch.float64, requires_grad=True)

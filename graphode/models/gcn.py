@@ -280,6 +280,7 @@ def _rewiring_from_config(config: Dict[str, Any]):
         criterion=str(kind),
         threshold=float(config.get("rewiring_threshold", 0.4)),
         probe_epochs=config.get("rewiring_probe_epochs"),
+        laplacian=str(config.get("rewiring_laplacian", "augmented")),
     )
 
 
@@ -290,12 +291,19 @@ def build_gcn(dataset, config: Dict[str, Any]) -> GCN:
     (``"glorot"``; also ``"isometric"``, ``"isometric-code"``, ``"uniform"``),
     ``rewiring`` (None; ``"gradient_flow"`` or ``"dirichlet_energy"``),
     ``rewiring_p`` (0.1), ``rewiring_alpha`` (1.0), ``rewiring_threshold``
-    (0.4), ``rewiring_probe_epochs`` (None: check every epoch), ``dropout``
-    (0.6), ``skips`` (layers with a skip from the start, ``[]``), ``alpha``
+    (0.4), ``rewiring_laplacian`` (``"augmented"``; ``"sym"``: the code's),
+    ``rewiring_probe_epochs`` (None: check every epoch), ``dropout``
+    (0.6), ``skips`` (layers with a skip from the start, ``[]``; ``"all"``: every
+    eligible layer ``1 .. L-2``, a fixed initial connection), ``alpha``
     (1.0), ``bias`` (True).  The rewiring callback is in ``model.callbacks``.
     """
     layers = int(config.get("layers", config.get("num_layers", 2)))
     init = str(config.get("init", "glorot"))
+    skips = config.get("skips") or ()
+    if isinstance(skips, str):
+        if skips != "all":
+            raise ValueError(f"skips must be a list of layers or 'all', got {skips!r}")
+        skips = range(1, layers - 1)
     return GCN(
         dataset.num_features,
         int(config.get("hidden", 64)),
@@ -305,7 +313,7 @@ def build_gcn(dataset, config: Dict[str, Any]) -> GCN:
         init=init,
         rewiring=_rewiring_from_config(config),
         dropout=float(config.get("dropout", 0.6)),
-        skips=config.get("skips") or (),
+        skips=skips,
         alpha=float(config.get("alpha", 1.0)),
         bias=bool(config.get("bias", True)),
     )

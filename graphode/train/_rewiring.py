@@ -9,7 +9,9 @@ signal falls below a fraction of its value at the start of training:
   after each backward, flagged when ``GF_l < p * GF_l(first epoch)``;
 * ``criterion="dirichlet_energy"`` (the authors' code): the Dirichlet energy of
   layer ``l``'s pre-activation output in the training forward, flagged when
-  ``E_l < threshold * E_l(first epoch)`` (``threshold = 0.4`` in the code).
+  ``E_l < threshold * E_l(first epoch)`` (``threshold = 0.4`` in the code);
+  ``laplacian="augmented"`` is the paper's eq. 17-18, ``"sym"`` the plain
+  ``I - D^-1/2 A D^-1/2`` the code measures with.
 
 A skip is never removed.  With ``probe_epochs=K`` the layers are only checked
 during the first ``K`` epochs (the authors' code probes for 200 epochs; it
@@ -50,6 +52,9 @@ class GradientGuidedRewiring:
         record_history: keep the criterion's values per epoch in ``history``.
         apply: install the skips in the model (False: only record which layers
             would be rewired, as the authors' code's probe run does).
+        laplacian: the Laplacian of the Dirichlet energy (criterion
+            ``"dirichlet_energy"``): ``"augmented"`` (paper) or ``"sym"`` (code);
+            see :func:`graphode.monitor.dirichlet_energy`.
 
     Attributes:
         skips: ``{layer: epoch it was rewired}``.
@@ -67,9 +72,14 @@ class GradientGuidedRewiring:
         norm: float = 2.0,
         record_history: bool = False,
         apply: bool = True,
+        laplacian: str = "augmented",
     ) -> None:
+        from ..monitor import LAPLACIANS
+
         if criterion not in CRITERIA:
             raise ValueError(f"unknown rewiring criterion {criterion!r}; choose one of {CRITERIA}")
+        if laplacian not in LAPLACIANS:
+            raise ValueError(f"unknown laplacian {laplacian!r}; choose one of {LAPLACIANS}")
         if not p > 0 and criterion == "gradient_flow":
             raise ValueError(f"p must be > 0, got {p}")
         self.p = float(p)
@@ -80,6 +90,7 @@ class GradientGuidedRewiring:
         self.norm = float(norm)
         self.record_history = bool(record_history)
         self.apply = bool(apply)
+        self.laplacian = laplacian
         self.initial: Dict[int, float] = {}
         self.skips: Dict[int, int] = {}
         self.history: List[List[float]] = []
@@ -87,7 +98,8 @@ class GradientGuidedRewiring:
         self.started = False  # set by on_train_begin (models warn when nobody calls it)
 
     def __repr__(self) -> str:
-        ratio = f"p={self.p}" if self.criterion == "gradient_flow" else f"threshold={self.threshold}"
+        ratio = (f"p={self.p}" if self.criterion == "gradient_flow"
+                 else f"threshold={self.threshold}, laplacian={self.laplacian!r}")
         return (f"GradientGuidedRewiring(criterion={self.criterion!r}, {ratio}, alpha={self.alpha}, "
                 f"probe_epochs={self.probe_epochs}, skips={sorted(self.skips)})")
 
@@ -105,7 +117,7 @@ class GradientGuidedRewiring:
             return layer_grad_norms(model, self.norm)
         from ..monitor import layer_dirichlet_energies
 
-        return layer_dirichlet_energies(model, self._graph)
+        return layer_dirichlet_energies(model, self._graph, laplacian=self.laplacian)
 
     # ------------------------------------------------------------------ the rule
     def update(self, model, epoch: int, values: Optional[List[float]] = None) -> List[int]:
