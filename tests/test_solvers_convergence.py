@@ -5,7 +5,7 @@ import scipy.linalg
 import torch
 
 from graphode.solvers import TABLEAUX, odeint
-from graphode.solvers._common import Dynamics, SolverStats
+from graphode.solvers._dynamics import Dynamics, SolverStats
 from graphode.solvers._rk import RKPlan
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -4,7 +4,7 @@ from fractions import Fraction
 import math
 import pytest
 
-from graphode.solvers import TABLEAUX, ButcherTableau, PIController
+from graphode.solvers import TABLEAUX, ButcherTableau
 from graphode.solvers._adams import bashforth_exact, moulton_exact, MAX_ORDER
 
 
@@ -77,23 +77,3 @@ def test_adams_tables_match_torchdiffeq():
         assert [float(x) for x in bashforth_exact(k)] == pytest.approx(ref_b, rel=1e-12, abs=1e-14)
         if k >= 2:  # torchdiffeq's unused k=1 Moulton entry is 1/11 (its divisor table quirk)
             assert [float(x) for x in moulton_exact(k)] == pytest.approx(ref_m, rel=1e-12, abs=1e-14)
-
-
-def test_controller_defaults_are_torchdiffeqs():
-    c = PIController(order=5)
-    assert (c.safety, c.ifactor, c.dfactor) == (0.9, 10.0, 0.2)
-    assert c.propose(1.0, 0.0, True) == 10.0             # zero error: grow by ifactor
-    assert c.propose(1.0, 1e-12, True) == 10.0           # capped
-    assert c.propose(1.0, 0.99, True) == 1.0             # accepted steps never shrink
-    assert c.propose(1.0, 0.5, True) == pytest.approx(0.9 * 0.5 ** (-1 / 5))
-    assert c.propose(1.0, 1e6, False) == pytest.approx(0.2)  # capped by dfactor
-    r = 2.0
-    assert c.propose(1.0, r, False) == pytest.approx(0.9 * r ** (-1 / 5))
-    assert c.propose(1.0, float("nan"), False) == pytest.approx(0.2)
-
-
-def test_pi_controller_uses_previous_ratio():
-    c = PIController(order=4, pcoeff=0.4, icoeff=0.3)
-    c.propose(1.0, 0.5, True)
-    got = c.propose(1.0, 0.25, True)
-    assert got == pytest.approx(0.9 * 0.25 ** (-0.7 / 4) * 0.5 ** (0.4 / 4))

@@ -11,18 +11,25 @@ Methods (:data:`METHODS`): ``dopri5`` (default), ``dopri8``, ``bosh3``,
 ``fixed_adams``, ``scipy_solver``, ``implicit_euler``, ``crank_nicolson``.
 Add your own with :func:`register_method` (e.g. from a
 :class:`ButcherTableau`).
+
+Components: adaptive methods are an embedded *stepper* driven by one
+adaptive loop (``_adaptive.py``); step sizes, tolerances, the error norm,
+accept/reject and ``step_t``/``jump_t`` clipping belong to the controller,
+which can be passed in: ``options={"controller": PIController(pcoeff=0.3,
+icoeff=0.4, norm=RMSNorm(all_reduce=...))}``.
 """
 from ._adjoint import find_parameters, odeint_adjoint
 from ._api import SolveResult, odeint, odeint_event, solve
-from ._common import (MaxNumStepsError, NonFiniteError, SolverError, SolverStats, StepSizeUnderflowError,
-                      rms_norm)
 from ._controller import PIController
+from ._dynamics import SolverStats
+from ._errors import MaxNumStepsError, NonFiniteError, SolverError, StepSizeUnderflowError
+from ._norm import RMSNorm, rms_norm
 from ._registry import METHODS, MethodSpec, register_method
 from ._tableaux import TABLEAUX, ButcherTableau
 
 __all__ = [
     "odeint", "odeint_adjoint", "odeint_event", "solve", "SolveResult", "SolverStats",
     "METHODS", "MethodSpec", "register_method", "ButcherTableau", "TABLEAUX", "PIController",
-    "SolverError", "StepSizeUnderflowError", "MaxNumStepsError", "NonFiniteError", "rms_norm",
+    "SolverError", "StepSizeUnderflowError", "MaxNumStepsError", "NonFiniteError", "rms_norm", "RMSNorm",
     "find_parameters",
 ]

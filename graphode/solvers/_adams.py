@@ -27,7 +27,8 @@ from typing import Tuple
 
 import torch
 
-from ._common import Dynamics, Problem
+from ._dynamics import Dynamics
+from ._problem import Problem
 from ._fixed import FixedGridSolver
 from ._rk import RKPlan
 from ._tableaux import RK4_38

@@ -28,7 +28,9 @@ import torch
 import torch.nn as nn
 
 from ._api import _finish, run_problem
-from ._common import CALLBACK_NAMES, flat_to_shape, prepare, real_dtype, rms_norm
+from ._dynamics import CALLBACK_NAMES, flat_to_shape, real_dtype
+from ._norm import rms_norm
+from ._problem import prepare
 from ._registry import METHODS
 
 __all__ = ["odeint_adjoint", "find_parameters"]
@@ -188,7 +190,7 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
                       "excluded from the adjoint pass, and will not appear as a tensor in the adjoint norm.")
 
     p = prepare(func, y0, t, rtol, atol, method, options, event_fn, METHODS)
-    state_norm = p.options["norm"]
+    state_norm = p.norm
     n = p.y0.numel()
     sizes = [1, n, n] + [q.numel() for q in adjoint_params]
     shapes = p.shapes
@@ -215,7 +217,9 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
             if shapes is None:
                 return user_norm((tpart, y.view(p.y0.shape), a.view(p.y0.shape), *prm))
             return user_norm((tpart, *flat_to_shape(y, (), shapes), *flat_to_shape(a, (), shapes), *prm))
-    adjoint_options["norm"] = adjoint_norm
+    ctrl = adjoint_options.get("controller")
+    if ctrl is None or getattr(ctrl, "norm", None) is None:   # a controller's own norm takes precedence
+        adjoint_options["norm"] = adjoint_norm
 
     h = _Holder()
     h.problem = p

@@ -7,8 +7,8 @@ from typing import Callable, Optional, Tuple, Union
 
 import torch
 
-from ._common import (Dynamics, Problem, SolverStats, flat_to_shape, handle_unused, prepare,
-                      real_dtype)
+from ._dynamics import Dynamics, SolverStats, flat_to_shape, real_dtype
+from ._problem import Problem, handle_unused, prepare
 from ._event import EventGradient
 from ._registry import METHODS
 

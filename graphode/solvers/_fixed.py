@@ -18,7 +18,9 @@ from typing import List
 
 import torch
 
-from ._common import Dynamics, Problem, SolverError
+from ._dynamics import Dynamics
+from ._errors import SolverError
+from ._problem import Problem
 from ._event import bisect_event
 from ._interp import hermite_cubic, linear
 

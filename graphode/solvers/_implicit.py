@@ -34,7 +34,8 @@ import torch
 
 from ..linalg import krylov_solve, solve_implicit
 from ..linalg import cg as _cg_grad, gmres as _gmres_grad, bicgstab as _bicgstab_grad
-from ._common import Dynamics, Problem
+from ._dynamics import Dynamics
+from ._problem import Problem
 from ._fixed import FixedGridSolver
 
 __all__ = ["ThetaMethodSolver"]

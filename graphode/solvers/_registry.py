@@ -7,7 +7,8 @@ from typing import Callable, Dict, FrozenSet, Optional
 from ._adams import AdamsSolver
 from ._fixed import FixedGridSolver
 from ._implicit import ThetaMethodSolver
-from ._rk import AdaptiveRKSolver, FixedRKSolver
+from ._adaptive import AdaptiveSolver
+from ._rk import ExplicitRKStepper, FixedRKSolver
 from ._scipy import ScipySolver
 from ._tableaux import TABLEAUX, ButcherTableau
 
@@ -37,8 +38,8 @@ METHODS: Dict[str, MethodSpec] = {}
 
 def _rk_spec(name: str, tableau: ButcherTableau) -> MethodSpec:
     if tableau.adaptive:
-        return MethodSpec(name, lambda p, d, **o: AdaptiveRKSolver(p, d, tableau, **o),
-                          AdaptiveRKSolver.OPTIONS, AdaptiveRKSolver.CALLBACKS, "adaptive", tableau.order, tableau)
+        return MethodSpec(name, lambda p, d, **o: AdaptiveSolver(p, d, ExplicitRKStepper(tableau), **o),
+                          AdaptiveSolver.OPTIONS, AdaptiveSolver.CALLBACKS, "adaptive", tableau.order, tableau)
     return MethodSpec(name, lambda p, d, **o: FixedRKSolver(p, d, tableau, **o),
                       FixedGridSolver.OPTIONS, FixedGridSolver.CALLBACKS, "fixed", tableau.order, tableau)
 

@@ -11,7 +11,9 @@ import math
 import numpy as np
 import torch
 
-from ._common import Dynamics, Problem, SolverError
+from ._dynamics import Dynamics
+from ._errors import SolverError
+from ._problem import Problem
 
 __all__ = ["ScipySolver"]
 
