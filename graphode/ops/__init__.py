@@ -131,26 +131,89 @@ def spmm(graph: Graph, edge_weight: torch.Tensor, x: torch.Tensor, backend: Opti
     return backend_module(name).spmm(graph, edge_weight.contiguous(), x.contiguous())
 
 
-def edge_attention(
-    graph: Graph, q: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None, backend: Optional[str] = None
-) -> torch.Tensor:
-    r"""Multi-head attention coefficients over each node's in-edges.
+def _check_options(graph: Graph, q: torch.Tensor, scale, score: str, normalize: str, normalize_over: str,
+                   kernel_params) -> None:
+    if score not in reference.SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {reference.SCORES}")
+    if normalize not in reference.NORMALIZE:
+        raise ValueError(f"unknown normalize {normalize!r}; choose one of {reference.NORMALIZE}")
+    if normalize_over not in reference.NORMALIZE_OVER:
+        raise ValueError(f"unknown normalize_over {normalize_over!r}; choose one of {reference.NORMALIZE_OVER}")
+    if scale is not None and score != "scaled_dot":
+        raise ValueError(f"scale applies to score='scaled_dot' only, got scale={scale!r} with score={score!r}")
+    if score == "exp_kernel":
+        if kernel_params is None:
+            raise ValueError("score='exp_kernel' needs kernel_params, a tensor [2] holding (sigma, lengthscale)")
+        _check_float("kernel_params", kernel_params, 1, "[2] (sigma, lengthscale)")
+        if kernel_params.numel() != 2:
+            raise ValueError(f"kernel_params must have shape [2] (sigma, lengthscale), got {list(kernel_params.shape)}")
+        _check_same(graph, "q", q, kernel_params=kernel_params)
+    elif kernel_params is not None:
+        raise ValueError(f"kernel_params applies to score='exp_kernel' only, got it with score={score!r}")
 
-    ``a[e, h] = exp(s_e - lse_i) with s_e = scale <q[i, h], k[j, h]>`` for edge
-    e = j -> i, i.e. a softmax over the in-edges of each target i, per head.
+
+def _prepare(q, k, scale, score, normalize, normalize_over, kernel_params):
+    """(q, k, scale, backend options, backend kwargs) after rewriting cosine / Pearson scores
+    as scaled-dot scores (scale 1) of per-node unit vectors, which every backend runs."""
+    if score in ("cosine", "pearson"):
+        q, k = reference.unit_qk(q, k, center=(score == "pearson"))
+        score, s = "scaled_dot", 1.0
+    else:
+        s = _scale(scale, q.size(-1)) if score == "scaled_dot" else 1.0
+    opts = {}
+    if score != "scaled_dot":
+        opts["score"] = score
+    if normalize != "softmax":
+        opts["normalize"] = normalize
+    if normalize_over != "target":
+        opts["normalize_over"] = normalize_over
+    kw = dict(opts)
+    if kernel_params is not None:
+        kw["kernel_params"] = kernel_params.contiguous()
+    return q.contiguous(), k.contiguous(), s, opts, kw
+
+
+def edge_attention(
+    graph: Graph,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    scale: Optional[float] = None,
+    *,
+    score: str = "scaled_dot",
+    normalize: str = "softmax",
+    normalize_over: str = "target",
+    kernel_params: Optional[torch.Tensor] = None,
+    backend: Optional[str] = None,
+) -> torch.Tensor:
+    r"""Multi-head attention coefficients ``a [E, H]`` of every edge ``e = j -> i``.
+
+    Defaults: ``a[e, h] = softmax_{j -> i}(scale <q[i, h], k[j, h]>)``, a softmax over
+    the in-edges of each target ``i``, per head.
 
     Args:
         q, k: ``[N, H, D]`` queries (of targets) and keys (of sources).
-        scale: defaults to ``1 / sqrt(D)``.
+        scale: of ``score="scaled_dot"`` (the only score that takes one); defaults
+            to ``1 / sqrt(D)``.
+        score: ``"scaled_dot"``, ``"cosine"``, ``"pearson"`` or ``"exp_kernel"``
+            (:mod:`graphode.ops.reference` gives each formula).
+        normalize: ``"softmax"`` or ``"squareplus"`` (shifted by one global max over
+            all edges and heads, then divided by the group sum + 1e-16).
+        normalize_over: ``"target"`` (each target's in-edges sum to 1) or
+            ``"source"`` (each source's out-edges sum to 1).
+        kernel_params: ``[2]`` tensor ``(sigma, lengthscale)``, for ``"exp_kernel"`` only.
+        backend: None (automatic; falls back to "reference" for options the automatic
+            backend does not implement) or a name from ``BACKENDS`` (raises
+            :class:`BackendUnavailableError` if it lacks an option).
 
     Returns:
-        ``[E, H]``; rows of each target sum to 1 per head.
+        ``[E, H]`` in the graph's edge order.
     """
     _check_graph(graph)
     _check_qk(graph, q, k)
-    s = _scale(scale, q.size(-1))
-    name = resolve_backend(backend, q.device)
-    return backend_module(name).edge_attention(graph, q.contiguous(), k.contiguous(), s)
+    _check_options(graph, q, scale, score, normalize, normalize_over, kernel_params)
+    q, k, s, opts, kw = _prepare(q, k, scale, score, normalize, normalize_over, kernel_params)
+    name = resolve_backend(backend, q.device, opts)
+    return backend_module(name).edge_attention(graph, q, k, s, **kw)
 
 
 def attention_diffusion(
@@ -159,21 +222,30 @@ def attention_diffusion(
     k: torch.Tensor,
     x: torch.Tensor,
     scale: Optional[float] = None,
+    *,
+    score: str = "scaled_dot",
+    normalize: str = "softmax",
+    normalize_over: str = "target",
+    kernel_params: Optional[torch.Tensor] = None,
     backend: Optional[str] = None,
 ) -> torch.Tensor:
     r"""Fused attention diffusion ``y[i] = (1/H) \sum_h \sum_{j \to i} a_{ijh} x[j]``.
 
-    The attention ``a`` is :func:`edge_attention`'s.  The compiled forward
-    never materialises an ``[E, H]`` or ``[E, F]`` tensor: it streams each
+    The attention ``a`` is :func:`edge_attention`'s with the same options (always
+    aggregated into targets, whatever ``normalize_over`` groups).  The compiled
+    forward never materialises an ``[E, H]`` or ``[E, F]`` tensor: it streams each
     row's in-edges with a max-subtracted softmax and keeps only the per-row,
     per-head log-sum-exp ``[N, H]`` for the backward pass.  The CPU backward
     uses one temporary per-edge record of ``E * (1 + H)`` values (the
     head-averaged attention and the scaled score gradients), written by its
     pass over targets and read by its pass over sources (no atomics); it is
-    freed when the backward returns (~21 MB at E = 1M, H = 4).
+    freed when the backward returns (~21 MB at E = 1M, H = 4).  Options a
+    backend does not implement yet run on "reference" when the backend was
+    chosen automatically.
 
     Args:
-        q, k: ``[N, H, D]``; x: ``[N, F]``; scale: defaults to ``1 / sqrt(D)``.
+        q, k: ``[N, H, D]``; x: ``[N, F]``; scale, score, normalize,
+        normalize_over, kernel_params, backend: as in :func:`edge_attention`.
 
     Returns:
         ``[N, F]``; a node with no in-edges gets 0.
@@ -183,6 +255,7 @@ def attention_diffusion(
     _check_float("x", x, 2, "[N, F]")
     _check_same(graph, "q", q, x=x)
     _check_nodes(graph, x=x)
-    s = _scale(scale, q.size(-1))
-    name = resolve_backend(backend, x.device)
-    return backend_module(name).attention_diffusion(graph, q.contiguous(), k.contiguous(), x.contiguous(), s)
+    _check_options(graph, q, scale, score, normalize, normalize_over, kernel_params)
+    q, k, s, opts, kw = _prepare(q, k, scale, score, normalize, normalize_over, kernel_params)
+    name = resolve_backend(backend, x.device, opts)
+    return backend_module(name).attention_diffusion(graph, q, k, x.contiguous(), s, **kw)

@@ -13,6 +13,14 @@ built, "triton" for CUDA tensors when triton is importable (else "cuda"),
 and "reference" otherwise.  The user overrides it per call (``backend=``),
 per block (``with graphode.ops.use_backend("reference"): ...``), globally
 (``set_backend``) or through the environment variable ``GRAPHODE_BACKEND``.
+
+Capabilities: a backend module may declare ``ATTENTION_OPTIONS``, the values of
+each attention option (``score``, ``normalize``, ``normalize_over``) it
+implements; without the declaration it implements the defaults
+(:data:`DEFAULT_ATTENTION_OPTIONS`) only.  When the automatically chosen backend
+lacks an option a call asks for, that call runs on "reference"; a backend the
+user asked for (per call, per block, globally or by the environment) that lacks
+it raises :class:`BackendUnavailableError` naming the option.
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ import contextlib
 import importlib
 import os
 import threading
-from typing import Dict, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -28,6 +36,8 @@ BACKENDS = ("reference", "cpu", "triton", "cuda")
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_ATTENTION_OPTIONS",
+    "backend_supports",
     "BackendUnavailableError",
     "available_backends",
     "get_backend",
@@ -38,7 +48,16 @@ __all__ = [
 
 
 class BackendUnavailableError(RuntimeError):
-    """Raised when a backend the user asked for is not built or not importable."""
+    """Raised when a backend the user asked for is not built or not importable, or does
+    not implement an option the call asks for."""
+
+
+#: What a backend module without an ``ATTENTION_OPTIONS`` declaration implements.
+DEFAULT_ATTENTION_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    "score": ("scaled_dot",),
+    "normalize": ("softmax",),
+    "normalize_over": ("target",),
+}
 
 
 _state = threading.local()
@@ -146,20 +165,29 @@ def _triton_ok_on(device: torch.device) -> bool:
     return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def resolve_backend(backend: Optional[str], device: torch.device) -> str:
-    """The backend name that an op call with ``backend`` on ``device`` will use."""
+def backend_supports(name: str, options: Optional[Mapping[str, str]]) -> Optional[str]:
+    """None when backend ``name`` (importable) implements every ``option=value`` in ``options``,
+    else the first one it lacks, as ``"key='value'"``."""
+    if not options:
+        return None
+    declared = getattr(backend_module(name), "ATTENTION_OPTIONS", DEFAULT_ATTENTION_OPTIONS)
+    for key, value in options.items():
+        if value not in declared.get(key, DEFAULT_ATTENTION_OPTIONS.get(key, ())):
+            return f"{key}={value!r}"
+    return None
+
+
+def resolve_backend(backend: Optional[str], device: torch.device,
+                    options: Optional[Mapping[str, str]] = None) -> str:
+    """The backend name that an op call with ``backend`` on ``device`` will use.
+
+    ``options``: the attention options of the call (``{"normalize": "squareplus", ...}``);
+    an automatically chosen backend that lacks one is replaced by "reference", an
+    explicitly requested one raises :class:`BackendUnavailableError` naming it."""
     name = _check_name(backend) if backend is not None else get_backend()
     if name is None:
-        if device.type == "cpu":
-            name = "cpu" if _load("cpu") is not None else "reference"
-        elif device.type == "cuda":
-            if _load("triton") is not None:
-                name = "triton"
-            elif _load("cuda") is not None:
-                name = "cuda"
-            else:
-                name = "reference"
-        else:
+        name = _automatic(device)
+        if name != "reference" and backend_supports(name, options) is not None:
             name = "reference"
         return name
     # An explicitly requested backend must exist and suit the device.
@@ -172,4 +200,22 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
         raise BackendUnavailableError(
             f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got {device}"
         )
+    lacking = backend_supports(name, options)
+    if lacking is not None:
+        raise BackendUnavailableError(
+            f"graphode backend {name!r} does not implement {lacking} yet; use backend='reference' "
+            f"(or automatic selection, which falls back to 'reference' for this call)"
+        )
     return name
+
+
+def _automatic(device: torch.device) -> str:
+    """The backend an op on ``device`` uses when nobody asked for one."""
+    if device.type == "cpu":
+        return "cpu" if _load("cpu") is not None else "reference"
+    if device.type == "cuda":
+        if _load("triton") is not None:
+            return "triton"
+        if _load("cuda") is not None:
+            return "cuda"
+    return "reference"
