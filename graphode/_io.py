@@ -36,10 +36,11 @@ _NUMPY_ARRAY_GLOBALS = {
     "numpy.dtypes.UInt32DType",
 }
 
-#: Environment hook for tests: seconds to sleep half-way through an atomic write
-#: (after the first half of the bytes is on disk, before the rename), so a test can
-#: kill the writer mid-write.
+#: Environment hook for tests, ``"N:S"``: the N-th atomic write of the process sleeps S
+#: seconds after its first bytes are on disk (before the rename), so that a test can
+#: kill the writer in the middle of a checkpoint write.
 _PAUSE_ENV = "GRAPHODE_TEST_PAUSE_IN_WRITE"
+_writes = 0
 
 
 def _numpy_array_globals() -> List[Any]:
@@ -123,10 +124,13 @@ def atomic_write(path: "os.PathLike[str] | str", write: Callable[[Any], None], *
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
     except OSError as e:
         raise OutputPathError(f"cannot write {what} {path}: {e.strerror or _first_line(e)}") from None
+    global _writes
+    _writes += 1
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
-            if os.environ.get(_PAUSE_ENV):
-                f = _PausingWriter(f, float(os.environ[_PAUSE_ENV]))
+            pause = os.environ.get(_PAUSE_ENV)
+            if pause and int(pause.split(":")[0]) == _writes:
+                f = _PausingWriter(f, float(pause.split(":")[1]))
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -158,7 +162,7 @@ class _PausingWriter:
 
             self._f.flush()
             os.fsync(self._f.fileno())
-            print(f"graphode: pausing {self._s} s inside a write", file=sys.stderr, flush=True)
+            print(f"graphode: pausing {self._s} s inside write {_writes}", file=sys.stderr, flush=True)
             time.sleep(self._s)
         return n
 

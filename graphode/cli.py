@@ -60,14 +60,22 @@ def _cmd_run(args) -> int:
     return main_job(epochs=args.epochs, runs=args.runs, data_root=args.data_root)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every graphode command: ``graphode <cmd>: error: ...``
+    on stderr and exit code 2 (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .sweep import add_sweep_args, run_sweep
     from .train._cli import add_train_args, run_train
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true",
                         help="show the Python traceback of a user error (also: GRAPHODE_DEBUG=1)")
-    p = argparse.ArgumentParser(prog="graphode", description=__doc__)
+    p = _Parser(prog="graphode", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:

@@ -177,7 +177,9 @@ def test_missing_ray_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # "import ray" now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'graphode\[sweep\]'"):
         require_ray()
-    with pytest.raises(SystemExit, match=r"graphode\[sweep\]"):
+    from graphode.errors import UserError
+
+    with pytest.raises(UserError, match=r"graphode\[sweep\]"):
         run_sweep(_sweep_args(["--model", "gcn", "--num-samples", "1"]))
     from graphode.sweep import run_many_ray
 

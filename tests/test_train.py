@@ -191,7 +191,7 @@ def test_checkpoint_resume_bit_identical(tmp_path):
 def test_early_stopping():
     ds = synthetic_dataset()
     seed_everything(0)
-    r = fit(_build_tiny(ds, CFG), ds, {**CFG, "patience": 3, "lr": 0.0}, seed=0, epochs=50, progress=False)
+    r = fit(_build_tiny(ds, CFG), ds, {**CFG, "patience": 3, "lr": 1e-12}, seed=0, epochs=50, progress=False)
     assert r["epochs"] <= 5
 
 

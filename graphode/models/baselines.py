@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import GCN_BASELINES as BASELINES_SCHEMA
+
 __all__ = [
     "TricksGCN",
     "GCNII",
@@ -277,73 +279,80 @@ class GAT(_PyGModel):
 
 
 # ---------------------------------------------------------------------- builders
-def _common(dataset, config):
-    return (dataset.num_features, int(config.get("hidden", 64)), dataset.num_classes,
-            int(config.get("layers", config.get("num_layers", 2))), dataset.edge_index)
+def _cfg(config, model: str) -> Dict[str, Any]:
+    """``config`` with the defaults of the baselines' config schema (for ``model``)."""
+    c = BASELINES_SCHEMA.with_defaults(config, model)
+    if "layers" not in config and c["num_layers"] is not None:
+        c["layers"] = c["num_layers"]
+    return c
 
 
-def build_tricks_gcn(dataset, config: Dict[str, Any]) -> TricksGCN:
-    """``TricksGCN`` from config keys ``skip``, ``norm``, ``drop_edge`` (0.0),
-    ``alpha`` (0.1), ``pair_norm_scale`` (1.0), ``layers``, ``hidden``, ``dropout``."""
-    i, h, o, L, ei = _common(dataset, config)
-    skip = config.get("skip")
-    norm = config.get("norm")
+def _common(dataset, c):
+    return (dataset.num_features, int(c["hidden"]), dataset.num_classes, int(c["layers"]), dataset.edge_index)
+
+
+def build_tricks_gcn(dataset, config: Dict[str, Any], model: str = "gcn-tricks") -> TricksGCN:
+    """``TricksGCN`` from config keys ``skip``, ``norm``, ``drop_edge``, ``alpha``,
+    ``pair_norm_scale``, ``layers``, ``hidden``, ``dropout`` (defaults:
+    :data:`graphode.config.GCN_BASELINES`)."""
+    c = _cfg(config, model)
+    i, h, o, L, ei = _common(dataset, c)
+    skip, norm = c["skip"], c["norm"]
     return TricksGCN(i, h, o, L, ei, skip=None if skip in (None, "none") else skip,
                      norm=None if norm in (None, "none") else norm,
-                     drop_edge=float(config.get("drop_edge", 0.0)), dropout=float(config.get("dropout", 0.6)),
-                     alpha=float(config.get("alpha", 0.1)),
-                     pair_norm_scale=float(config.get("pair_norm_scale", 1.0)))
+                     drop_edge=float(c["drop_edge"]), dropout=float(c["dropout"]), alpha=float(c["alpha"]),
+                     pair_norm_scale=float(c["pair_norm_scale"]))
 
 
-def _tricks(**fixed):
+def _tricks(model: str, **fixed):
     def build(dataset, config: Dict[str, Any]) -> TricksGCN:
-        return build_tricks_gcn(dataset, {**config, **fixed})
+        return build_tricks_gcn(dataset, {**config, **fixed}, model)
 
     return build
 
 
-build_gcn_residual = _tricks(skip="residual")
-build_gcn_initial = _tricks(skip="initial")
-build_gcn_jumping = _tricks(skip="jumping")
-build_gcn_dense = _tricks(skip="dense")
-build_gcn_batchnorm = _tricks(norm="batch")
-build_gcn_pairnorm = _tricks(norm="pair")
-
-
-def build_gcn_dropedge(dataset, config: Dict[str, Any]) -> TricksGCN:
-    """Vanilla GCN with DropEdge (``drop_edge``, default 0.3)."""
-    return build_tricks_gcn(dataset, {**config, "drop_edge": float(config.get("drop_edge", 0.3))})
+build_gcn_residual = _tricks("gcn-residual", skip="residual")
+build_gcn_initial = _tricks("gcn-initial", skip="initial")
+build_gcn_jumping = _tricks("gcn-jumping", skip="jumping")
+build_gcn_dense = _tricks("gcn-dense", skip="dense")
+build_gcn_batchnorm = _tricks("gcn-batchnorm", norm="batch")
+build_gcn_pairnorm = _tricks("gcn-pairnorm", norm="pair")
+build_gcn_dropedge = _tricks("gcn-dropedge")  # DropEdge; its drop_edge default is 0.3
 
 
 def build_gcnii(dataset, config: Dict[str, Any]) -> GCNII:
-    """GCNII; keys ``alpha`` (0.1), ``theta`` (0.5), ``layers``, ``hidden``, ``dropout``."""
-    i, h, o, L, ei = _common(dataset, config)
-    return GCNII(i, h, o, L, ei, alpha=float(config.get("alpha", 0.1)), theta=float(config.get("theta", 0.5)),
-                 dropout=float(config.get("dropout", 0.6)))
+    """GCNII; keys ``alpha``, ``theta``, ``layers``, ``hidden``, ``dropout``."""
+    c = _cfg(config, "gcnii")
+    i, h, o, L, ei = _common(dataset, c)
+    return GCNII(i, h, o, L, ei, alpha=float(c["alpha"]), theta=float(c["theta"]), dropout=float(c["dropout"]))
 
 
 def build_appnp(dataset, config: Dict[str, Any]) -> APPNPNet:
-    """APPNP; ``layers`` = propagation steps K, ``alpha`` (0.1), ``hidden``, ``dropout``."""
-    i, h, o, L, ei = _common(dataset, config)
-    return APPNPNet(i, h, o, L, ei, alpha=float(config.get("alpha", 0.1)), dropout=float(config.get("dropout", 0.6)))
+    """APPNP; ``layers`` = propagation steps K, ``alpha``, ``hidden``, ``dropout``."""
+    c = _cfg(config, "appnp")
+    i, h, o, L, ei = _common(dataset, c)
+    return APPNPNet(i, h, o, L, ei, alpha=float(c["alpha"]), dropout=float(c["dropout"]))
 
 
 def build_sgc(dataset, config: Dict[str, Any]) -> SGC:
     """SGC; ``layers`` = K, ``sgc_dropout`` (0.0: SGC has none)."""
-    i, _, o, L, ei = _common(dataset, config)
-    return SGC(i, o, L, ei, dropout=float(config.get("sgc_dropout", 0.0)))
+    c = _cfg(config, "sgc")
+    i, _, o, L, ei = _common(dataset, c)
+    return SGC(i, o, L, ei, dropout=float(c["sgc_dropout"]))
 
 
 def build_jknet(dataset, config: Dict[str, Any]) -> JKNet:
     """JKNet; ``jk_mode`` (``cat``), ``layers``, ``hidden``, ``dropout``."""
-    i, h, o, L, ei = _common(dataset, config)
-    return JKNet(i, h, o, L, ei, mode=str(config.get("jk_mode", "cat")), dropout=float(config.get("dropout", 0.6)))
+    c = _cfg(config, "jknet")
+    i, h, o, L, ei = _common(dataset, c)
+    return JKNet(i, h, o, L, ei, mode=str(c["jk_mode"]), dropout=float(c["dropout"]))
 
 
 def build_gat(dataset, config: Dict[str, Any]) -> GAT:
-    """GAT; ``heads`` (8), ``layers``, ``hidden`` (total over heads), ``dropout``."""
-    i, h, o, L, ei = _common(dataset, config)
-    return GAT(i, h, o, L, ei, heads=int(config.get("heads", 8)), dropout=float(config.get("dropout", 0.6)))
+    """GAT; ``heads``, ``layers``, ``hidden`` (total over heads), ``dropout``."""
+    c = _cfg(config, "gat")
+    i, h, o, L, ei = _common(dataset, c)
+    return GAT(i, h, o, L, ei, heads=int(c["heads"]), dropout=float(c["dropout"]))
 
 
 #: name -> "module:function" entries for :data:`graphode.models.MODELS`.

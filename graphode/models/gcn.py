@@ -31,12 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..config import GCN as GCN_SCHEMA
+from ..config import GCN_INITS
 from ..graph import Graph
 from ..nn.init import isometric_
 
 __all__ = ["GraphConv", "GCN", "build_gcn", "dropout", "INITS"]
 
-INITS = ("glorot", "isometric", "isometric-code", "uniform")
+INITS = GCN_INITS
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -274,13 +276,14 @@ def _rewiring_from_config(config: Dict[str, Any]):
 
     if isinstance(kind, GradientGuidedRewiring):
         return kind
+    c = GCN_SCHEMA.with_defaults(config)
     return GradientGuidedRewiring(
-        p=float(config.get("rewiring_p", 0.1)),
-        alpha=float(config.get("rewiring_alpha", 1.0)),
+        p=float(c["rewiring_p"]),
+        alpha=float(c["rewiring_alpha"]),
         criterion=str(kind),
-        threshold=float(config.get("rewiring_threshold", 0.4)),
-        probe_epochs=config.get("rewiring_probe_epochs"),
-        laplacian=str(config.get("rewiring_laplacian", "augmented")),
+        threshold=float(c["rewiring_threshold"]),
+        probe_epochs=c["rewiring_probe_epochs"],
+        laplacian=str(c["rewiring_laplacian"]),
     )
 
 
@@ -297,23 +300,23 @@ def build_gcn(dataset, config: Dict[str, Any]) -> GCN:
     eligible layer ``1 .. L-2``, a fixed initial connection), ``alpha``
     (1.0), ``bias`` (True).  The rewiring callback is in ``model.callbacks``.
     """
-    layers = int(config.get("layers", config.get("num_layers", 2)))
-    init = str(config.get("init", "glorot"))
-    skips = config.get("skips") or ()
+    c = GCN_SCHEMA.with_defaults(config)  # defaults: the gcn config schema's
+    layers = int(c["layers"] if "layers" in config or c["num_layers"] is None else c["num_layers"])
+    skips = c["skips"] or ()
     if isinstance(skips, str):
         if skips != "all":
             raise ValueError(f"skips must be a list of layers or 'all', got {skips!r}")
         skips = range(1, layers - 1)
     return GCN(
         dataset.num_features,
-        int(config.get("hidden", 64)),
+        int(c["hidden"]),
         dataset.num_classes,
         layers,
         dataset.graph,
-        init=init,
+        init=str(c["init"]),
         rewiring=_rewiring_from_config(config),
-        dropout=float(config.get("dropout", 0.6)),
+        dropout=float(c["dropout"]),
         skips=skips,
-        alpha=float(config.get("alpha", 1.0)),
-        bias=bool(config.get("bias", True)),
+        alpha=float(c["alpha"]),
+        bias=bool(c["bias"]),
     )

@@ -62,6 +62,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..config import ATTENTION_TYPES, GRAND_VARIANTS, grand_tolerances
+from ..config import GRAND as GRAND_SCHEMA
 from ..graph import Graph
 
 __all__ = [
@@ -78,8 +80,10 @@ __all__ = [
     "solver_functions",
 ]
 
-VARIANTS = ("l", "nl", "nl-rw", "laplacian")
-ATTENTION_TYPES = ("scaled_dot", "cosine_sim", "pearson", "exp_kernel")
+VARIANTS = GRAND_VARIANTS
+# GRAND's defaults, for the class and for configs alike, are the GRAND config schema's.
+_D = GRAND_SCHEMA.defaults()
+_DEFAULT_RTOL, _DEFAULT_ATOL = grand_tolerances(_D["tol_scale"])
 
 
 def solver_functions():
@@ -301,34 +305,34 @@ class GRAND(nn.Module):
         num_classes: int,
         graph: Graph,
         *,
-        variant: str = "l",
-        hidden_dim: int = 80,
-        time: float = 18.3,
-        method: str = "dopri5",
-        step_size: float = 1.0,
-        rtol: float = 1e-7,
-        atol: float = 1e-9,
-        adjoint: bool = False,
+        variant: str = _D["variant"],
+        hidden_dim: int = _D["hidden_dim"],
+        time: float = _D["time"],
+        method: str = _D["method"],
+        step_size: float = _D["step_size"],
+        rtol: float = _DEFAULT_RTOL,
+        atol: float = _DEFAULT_ATOL,
+        adjoint: bool = _D["adjoint"],
         adjoint_method: Optional[str] = None,
         adjoint_rtol: Optional[float] = None,
         adjoint_atol: Optional[float] = None,
         adjoint_step_size: Optional[float] = None,
         solver_options: Optional[Dict[str, Any]] = None,
-        semi_implicit: bool = True,
-        detach_source: bool = False,
-        heads: int = 8,
-        attention_dim: int = 128,
-        attention_type: str = "scaled_dot",
-        input_dropout: float = 0.5,
-        dropout: float = 0.0,
-        self_loop_weight: float = 1.0,
-        source_term: bool = True,
-        augment: bool = False,
-        kinetic_energy: float = 0.0,
-        jacobian_norm2: float = 0.0,
+        semi_implicit: bool = _D["semi_implicit"],
+        detach_source: bool = _D["detach_source"],
+        heads: int = _D["heads"],
+        attention_dim: int = _D["attention_dim"],
+        attention_type: str = _D["attention_type"],
+        input_dropout: float = _D["input_dropout"],
+        dropout: float = _D["dropout"],
+        self_loop_weight: float = _D["self_loop_weight"],
+        source_term: bool = _D["source_term"],
+        augment: bool = _D["augment"],
+        kinetic_energy: float = _D["kinetic_energy"],
+        jacobian_norm2: float = _D["jacobian_norm2"],
         max_nfe: Optional[int] = None,
         max_num_steps: Optional[int] = None,
-        rewire_keep: float = 0.9,
+        rewire_keep: float = _D["rewire_keep"],
         attention_threshold: Optional[float] = None,
         gdc: Optional[Dict[str, Any]] = None,
         backend: Optional[str] = None,
@@ -614,53 +618,53 @@ _GDC_KEYS = {"gdc_method": "method", "ppr_alpha": "alpha", "heat_time": "t", "gd
 
 
 def grand_kwargs(config: Dict[str, Any]) -> Dict[str, Any]:
-    """:class:`GRAND` keyword arguments from a flat config (the packaged YAML keys).
+    """:class:`GRAND` keyword arguments from a flat config (the packaged YAML keys); keys
+    left out take the defaults of the GRAND config schema (:data:`graphode.config.GRAND`).
 
     Tolerances: ``atol = tol_scale * 1e-7``, ``rtol = tol_scale * 1e-9`` (the
     authors' convention; ``tol_scale_adjoint`` likewise for the backward), unless
     ``atol`` / ``rtol`` are given.  ``add_source`` is an alias of ``source_term``.
     """
-    c = dict(config)
-    ts = float(c.get("tol_scale", 1.0))
-    tsa = float(c.get("tol_scale_adjoint", ts))
+    c = GRAND_SCHEMA.with_defaults(config)
+    rtol, atol = grand_tolerances(c["tol_scale"])
+    ts_adj = c["tol_scale_adjoint"] if c["tol_scale_adjoint"] is not None else c["tol_scale"]
+    adj_rtol, adj_atol = grand_tolerances(ts_adj)
+    source = config.get("source_term")
+    if source is None:
+        source = config.get("add_source")
     kw: Dict[str, Any] = {
-        "hidden_dim": int(c.get("hidden_dim", 80)),
-        "time": float(c.get("time", 18.3)),
-        "method": c.get("method", "dopri5"),
-        "step_size": float(c.get("step_size", 1.0)),
-        "rtol": float(c["rtol"]) if c.get("rtol") is not None else ts * 1e-9,
-        "atol": float(c["atol"]) if c.get("atol") is not None else ts * 1e-7,
-        "adjoint": bool(c.get("adjoint", False)),
-        "adjoint_method": c.get("adjoint_method"),
-        "adjoint_rtol": float(c["adjoint_rtol"]) if c.get("adjoint_rtol") is not None else tsa * 1e-9,
-        "adjoint_atol": float(c["adjoint_atol"]) if c.get("adjoint_atol") is not None else tsa * 1e-7,
-        "adjoint_step_size": c.get("adjoint_step_size"),
-        "solver_options": c.get("solver_options"),
-        "semi_implicit": bool(c.get("semi_implicit", True)),
-        "detach_source": bool(c.get("detach_source", False)),
-        "heads": int(c.get("heads", 8)),
-        "attention_dim": int(c.get("attention_dim", 128)),
-        "attention_type": c.get("attention_type", "scaled_dot"),
-        "input_dropout": float(c.get("input_dropout", 0.5)),
-        "dropout": float(c.get("dropout", 0.0)),
-        "self_loop_weight": float(c.get("self_loop_weight", 1.0)),
-        "source_term": bool(c.get("source_term", c.get("add_source", True))),
-        "augment": bool(c.get("augment", False)),
-        "kinetic_energy": float(c.get("kinetic_energy", 0.0) or 0.0),
-        "jacobian_norm2": float(c.get("jacobian_norm2", 0.0) or 0.0),
-        "max_nfe": c.get("max_nfe"),
-        "max_num_steps": c.get("max_num_steps"),
-        "rewire_keep": float(c.get("rewire_keep", 0.9)),
-        "attention_threshold": c.get("attention_threshold"),
-        "backend": c.get("ops_backend"),
+        "hidden_dim": int(c["hidden_dim"]),
+        "time": float(c["time"]),
+        "method": c["method"],
+        "step_size": float(c["step_size"]),
+        "rtol": float(c["rtol"]) if c["rtol"] is not None else rtol,
+        "atol": float(c["atol"]) if c["atol"] is not None else atol,
+        "adjoint": bool(c["adjoint"]),
+        "adjoint_method": c["adjoint_method"],
+        "adjoint_rtol": float(c["adjoint_rtol"]) if c["adjoint_rtol"] is not None else adj_rtol,
+        "adjoint_atol": float(c["adjoint_atol"]) if c["adjoint_atol"] is not None else adj_atol,
+        "adjoint_step_size": c["adjoint_step_size"],
+        "solver_options": c["solver_options"],
+        "semi_implicit": bool(c["semi_implicit"]),
+        "detach_source": bool(c["detach_source"]),
+        "heads": int(c["heads"]),
+        "attention_dim": int(c["attention_dim"]),
+        "attention_type": c["attention_type"],
+        "input_dropout": float(c["input_dropout"]),
+        "dropout": float(c["dropout"]),
+        "self_loop_weight": float(c["self_loop_weight"]),
+        "source_term": bool(c["source_term"] if source is None else source),
+        "augment": bool(c["augment"]),
+        "kinetic_energy": float(c["kinetic_energy"]),
+        "jacobian_norm2": float(c["jacobian_norm2"]),
+        "max_nfe": c["max_nfe"],
+        "max_num_steps": c["max_num_steps"],
+        "rewire_keep": float(c["rewire_keep"]),
+        "attention_threshold": c["attention_threshold"],
+        "backend": c["ops_backend"],
     }
-    gdc = {v: c[k] for k, v in _GDC_KEYS.items() if c.get(k) is not None}
-    if c.get("gdc", True):  # GDC rewiring (used by GRAND-nl-rw only); gdc: false turns it off
-        gdc.setdefault("method", "ppr")
-        gdc.setdefault("alpha", 0.05)
-        gdc.setdefault("sparsification", "topk")
-        gdc.setdefault("k", 64)
-        kw["gdc"] = gdc
+    if c["gdc"]:  # GDC rewiring (used by GRAND-nl-rw only); gdc: false turns it off
+        kw["gdc"] = {v: c[k] for k, v in _GDC_KEYS.items() if c[k] is not None}
     else:
         kw["gdc"] = None
     return kw
@@ -672,7 +676,7 @@ def build_grand(dataset, config: Dict[str, Any], variant: Optional[str] = None) 
     ``variant`` defaults to ``config["variant"]`` (``"l"``); the config's ``model``
     key, when present, must agree with it (no silent fallback to another model).
     """
-    v = variant or config.get("variant", "l")
+    v = variant or config.get("variant") or _D["variant"]
     name = config.get("model")
     if name is not None and str(name).startswith("grand") and name != f"grand-{v}":
         raise ValueError(f"the config names model {name!r} but the builder makes 'grand-{v}'; "

@@ -66,14 +66,19 @@ def run_sweep(args) -> int:
     """Run ``graphode sweep`` for parsed ``args``; prints the best configuration. Returns 0."""
     import yaml
 
-    from ..train._cli import parse_set
+    from ..config import check_config, parse_set
+    from ..errors import ConfigError, UserError
     from ._ray import require_ray
 
     try:
         require_ray("graphode sweep")
     except ImportError as e:
-        raise SystemExit(str(e)) from None
+        raise UserError(str(e)) from None
     from ._tune import sweep
+
+    overrides = parse_set(args.overrides)
+    if args.model:
+        overrides = check_config(overrides, args.model, "--set")
 
     try:
         res = sweep(
@@ -82,15 +87,17 @@ def run_sweep(args) -> int:
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, num_cpus=args.num_cpus,
             grace_period=args.grace_period, reduction_factor=args.reduction_factor, metric=args.metric,
             seed=args.seed, split=args.split, data_root=args.data_root, config_path=args.config,
-            overrides=parse_set(args.overrides), max_concurrent=args.max_concurrent,
+            overrides=overrides, max_concurrent=args.max_concurrent,
             checkpoint_every=args.checkpoint_every, resume=args.resume, name=args.name,
             storage_path=args.storage_path, ship_code=args.ship_code, verbose=args.verbose,
             time_budget_s=args.time_budget, max_failures=args.max_failures,
         )
+    except UserError:
+        raise
     except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"graphode sweep: {e}") from None
+        raise ConfigError(str(e)) from None
     except ConnectionError as e:
-        raise SystemExit(f"graphode sweep: cannot connect to the Ray cluster at {args.address!r}: {e}") from None
+        raise UserError(f"cannot connect to the Ray cluster at {args.address!r}: {e}") from None
     paths = res["paths"]
     print(f"graphode sweep: {res['num_trials']} trials ({res['num_stopped']} stopped early by the scheduler, "
           f"{res['num_errors']} failed) in {res['time_s']:.1f} s", flush=True)

@@ -330,7 +330,8 @@ def sweep(
     from ray import tune
 
     from ..models import MODELS
-    from ..train import load_config
+    from ..config import load_config
+    from ..errors import ConfigError
 
     if scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
@@ -345,11 +346,19 @@ def sweep(
     model = model or (base_config or {}).get("model") or (
         parsed.get("model") if not isinstance(parsed.get("model"), Dist) else None)
     if not model:
-        raise ValueError("graphode sweep: --model is required (or a 'model' key in the space / config)")
+        raise ValueError("--model is required (or a 'model' key in the space / config)")
     if model not in MODELS:
-        raise ValueError(f"graphode sweep: unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
+        raise ValueError(f"unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
     base = dict(base_config) if base_config is not None else load_config(config_path, model, dataset)
     searched = space_keys(parsed)
+    from ..config import family_of, schema_for
+
+    if family_of(model):  # searched keys must be keys of the model's config schema
+        schema = schema_for(model)
+        for k in searched:
+            if k not in schema.keys:
+                raise ConfigError(f"search space {space_name}: unknown key {k!r}{schema._did_you_mean(k)} "
+                                  f"for model {model}")
     unknown = [k for k in searched if base and k not in base]
     if unknown and verbose:
         print(f"graphode sweep: note: searched keys not in the base config (check the model reads them): "

@@ -13,7 +13,8 @@ the model family and dataset is used when it exists
 (``graphode/configs/grand/<dataset>.yaml`` for the GRAND models,
 ``graphode/configs/<model>/<dataset>.yaml`` otherwise).  Command-line flags
 override the file; ``--set key=value`` (value parsed as YAML) overrides
-everything.  ``--layers``, ``--init`` and ``--rewiring`` become the config keys
+everything.  Every key is checked against the model family's schema
+(:mod:`graphode.config`); ``--print-config`` prints the resolved config.  ``--layers``, ``--init`` and ``--rewiring`` become the config keys
 ``layers``, ``init`` and ``rewiring`` that the deep-GCN builders read.
 """
 from __future__ import annotations
@@ -24,69 +25,31 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from ..errors import ConfigError
-from ..models.gcn import INITS as GCN_INITS
-from ._rewiring import CRITERIA as REWIRING_CRITERIA
+from ..config import (GCN_INITS, REWIRING_CRITERIA, SPLITS, check_config, dump_config, load_config,
+                      packaged_config_path, parse_set, read_yaml_mapping, resolved_config)
+from ..errors import CheckpointError, ConfigError, DataError
 
-__all__ = ["add_train_args", "run_train", "load_config", "packaged_config_path", "parse_set", "main"]
-
-
-def packaged_config_path(model: Optional[str], dataset: str) -> Optional[str]:
-    """Path of the packaged config for ``model`` on ``dataset``, or None if there is none."""
-    base = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-    name = dataset.lower().replace("_", "-")
-    try:  # aliases (cs -> coauthor-cs, arxiv -> ogbn-arxiv, ...)
-        from ..datasets._load import canonical_name
-
-        name = canonical_name(name)
-    except (ImportError, ValueError):
-        pass
-    fams = []
-    if model:
-        m = model.lower()
-        fams.append("grand" if m.startswith("grand") else m)
-        fams.append(m.split("-")[0])
-        try:  # the deep-GCN baselines (gcnii, appnp, sgc, jknet, gat, ...) train with the GCN settings
-            from ..models.baselines import BASELINE_MODELS
-
-            if m in BASELINE_MODELS:
-                fams.append("gcn")
-        except ImportError:  # pragma: no cover - PyG missing
-            pass
-    for fam in dict.fromkeys(fams):
-        p = os.path.join(base, fam, f"{name}.yaml")
-        if os.path.exists(p):
-            return p
-    return None
+__all__ = ["add_train_args", "run_train", "load_config", "packaged_config_path", "parse_set", "resolve_config"]
 
 
-def load_config(path: Optional[str] = None, model: Optional[str] = None,
-                dataset: Optional[str] = None) -> Dict[str, Any]:
-    """Read a flat YAML config (``path``, else the packaged one for model/dataset, else {})."""
-    import yaml
-
-    if path is None and dataset is not None:
-        path = packaged_config_path(model, dataset)
-    if path is None:
-        return {}
-    with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
-    if not isinstance(cfg, dict):
-        raise ValueError(f"config {path} must be a YAML mapping, got {type(cfg).__name__}")
-    return cfg
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
 
 
-def parse_set(items: List[str]) -> Dict[str, Any]:
-    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values parsed as YAML)."""
-    import yaml
-
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise ValueError(f"--set expects key=value, got {it!r}")
-        k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else None
-    return out
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -96,18 +59,19 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "default: the config's 'model' key")
     p.add_argument("--dataset", default=None,
                    help="dataset name (default: the --config file's 'dataset' key, else cora)")
-    p.add_argument("--split", default="public", choices=["public", "random", "geom-gcn", "official"],
-                   help="public Planetoid split or random LCC splits (GRAND protocol)")
-    p.add_argument("--runs", type=int, default=1, help="number of seeds (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first run; run i uses seed+i")
+    p.add_argument("--split", default=None, choices=SPLITS,
+                   help="public Planetoid split or random LCC splits (GRAND protocol); default: the config's "
+                        "'split' key, else public")
+    p.add_argument("--runs", type=_positive_int, default=1, help="number of seeds (default 1)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the first run; run i uses seed+i")
     p.add_argument("--config", default=None, help="YAML config (default: the packaged one)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--method", default=None, help="ODE solver method (dopri5, rk4, implicit_euler, ...)")
     p.add_argument("--adjoint", action="store_true", default=None, help="use the adjoint method")
     p.add_argument("--device", default=None, help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch intra-op threads while training (GRAND on Cora-sized graphs is fastest with 1)")
-    p.add_argument("--layers", type=int, default=None, help="number of layers (deep GCN models)")
+    p.add_argument("--layers", type=_positive_int, default=None, help="number of layers (deep GCN models)")
     p.add_argument("--init", default=None, choices=GCN_INITS,
                    help="weight initialisation (deep GCN models): glorot; isometric = eq. 14 of the paper; "
                         "isometric-code = the authors' code's bound, the one that reproduces the paper's tables")
@@ -121,6 +85,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="resume from this checkpoint")
     p.add_argument("--data-root", default=None, help="where the dataset files are")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (file, flags, --set and the schema's defaults) and exit")
     p.add_argument("--ray", action="store_true",
                    help="run the seeds as Ray tasks (graphode.sweep.run_many_ray; same results seed by seed)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start Ray locally)")
@@ -129,24 +95,110 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_config(args) -> Dict[str, Any]:
+def resolve_config(args) -> Dict[str, Any]:
+    """The run's config from parsed ``graphode train`` arguments: the config file (``--config``,
+    else the packaged one), then the flags, then ``--set``; each layer is checked against the
+    model family's schema (:func:`graphode.config.check_config`), naming its source."""
+    from ..models import MODELS
+
+    given = read_yaml_mapping(args.config) if args.config else {}
     if args.dataset is None:  # --config's own dataset key, else Cora
-        args.dataset = (load_config(args.config) if args.config else {}).get("dataset") or "cora"
-    cfg = load_config(args.config, args.model, args.dataset)
-    model = args.model or cfg.get("model")
+        args.dataset = given.get("dataset") or "cora"
+    if not isinstance(args.dataset, str):
+        raise ConfigError(f"{args.config}: dataset: expected a dataset name, got {args.dataset!r}")
+    model = args.model or given.get("model")
     if model is None:
         raise ConfigError("--model is required (or a 'model' key in the config)")
+    if model not in MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(str(model), list(MODELS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown model {model!r}{hint}; known models: {', '.join(sorted(MODELS))}")
+    if args.config:
+        cfg = check_config(given, model, args.config)
+    else:
+        path = packaged_config_path(model, args.dataset)
+        cfg = check_config(read_yaml_mapping(path), model, path) if path else {}
     cfg["model"] = model
     cfg["dataset"] = args.dataset
-    cfg["split"] = args.split
+    if args.split is not None:
+        cfg["split"] = args.split
+    cfg.setdefault("split", "public")
+    flags = {}
     for key in ("epochs", "method", "device", "layers", "init", "rewiring", "threads"):
         v = getattr(args, key, None)
         if v is not None:
-            cfg[key] = v
+            flags[key] = v
     if args.adjoint:
-        cfg["adjoint"] = True
-    cfg.update(parse_set(args.overrides))
+        flags["adjoint"] = True
+    cfg.update(check_config(flags, model, "command line"))
+    cfg.update(check_config(parse_set(args.overrides), model, "--set"))
+    args.split = cfg["split"]
     return cfg
+
+
+_resolve_config = resolve_config  # old private name
+
+
+def _check_dataset(args, cfg):
+    """Load the dataset before any training: an unknown name or missing files is a
+    :class:`DataError` that names them and where they were looked for."""
+    from ..datasets import available_datasets
+    from ..datasets._load import canonical_name
+    from ._trainer import _load
+
+    def unknown():
+        import difflib
+
+        try:
+            canonical_name(args.dataset)
+        except ValueError:
+            close = difflib.get_close_matches(args.dataset.lower(), list(available_datasets()), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return DataError(f"unknown dataset {args.dataset!r}{hint}; known: {', '.join(available_datasets())}")
+        return None
+
+    seeds = [args.seed + i for i in range(args.runs)]
+    try:
+        return _load(args.dataset, args.split, seeds, args.data_root)
+    except DataError:
+        raise
+    except OSError as e:  # missing files (FileNotFoundError), or a failed download
+        from ..datasets._pyg import _PYG
+        from ..datasets._root import resolve_root
+
+        msg = " ".join(str(e).split())
+        key = canonical_name(args.dataset)
+        if key in _PYG and not isinstance(e, FileNotFoundError):
+            _, sub, raw = _PYG[key]
+            msg = (f"{args.dataset}: the files are not under {resolve_root(args.data_root) / sub / 'raw'} and the "
+                   f"download failed ({msg}); put {raw} there or pass --data-root")
+        raise DataError(msg) from None
+    except ValueError as e:  # an unknown name, or a split the dataset does not have
+        raise (unknown() or ConfigError(f"--split {args.split}: {e}")) from None
+
+
+def _check_outputs(args) -> None:
+    from .._io import check_writable_dir
+
+    if args.out:
+        check_writable_dir(args.out, "--out")
+    if args.checkpoint:
+        check_writable_dir(args.checkpoint, "--checkpoint")
+
+
+def _check_resume(args, cfg) -> None:
+    """Read the checkpoints that --resume will continue from, before any work: damaged,
+    unsafe or foreign files, and ones written for another model or dataset, are errors."""
+    from ._trainer import check_checkpoint_matches, load_checkpoint
+
+    if not args.resume:
+        return
+    paths = [args.resume] if args.runs == 1 else [f"{args.resume}.run{i}" for i in range(args.runs)]
+    for p in paths:
+        if os.path.exists(p):
+            check_checkpoint_matches(load_checkpoint(p), p, cfg["model"], args.dataset)
 
 
 def _fmt(v, spec=".2f", scale=1.0, none="-"):
@@ -158,13 +210,16 @@ def run_train(args) -> int:
 
     Returns 0 (the exit status).  Raises :class:`~graphode.errors.UserError` (one line at the
     command line, exit code 2) for a user error: unknown model, bad config, bad checkpoint, ..."""
-    from ..models import MODELS
     from ._trainer import run_many
 
-    cfg = _resolve_config(args)
+    cfg = resolve_config(args)
     model = cfg["model"]
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}; known models: {', '.join(sorted(MODELS))}")
+    if getattr(args, "print_config", False):
+        sys.stdout.write(dump_config(resolved_config(cfg, model)))
+        return 0
+    _check_outputs(args)
+    _check_resume(args, cfg)
+    dataset = _check_dataset(args, cfg)
     progress = not args.no_progress and sys.stderr.isatty()
 
     def report(i, r):
@@ -184,7 +239,7 @@ def run_train(args) -> int:
         out = run_many_ray(model, args.dataset, cfg, address=args.ray_address, cpus_per_run=args.cpus_per_run,
                            gpus_per_run=args.gpus_per_run, **common)
     else:
-        out = run_many(model, args.dataset, cfg, **common)
+        out = run_many(model, dataset, cfg, **common)
     print(
         f"{model} on {args.dataset} ({args.split} split), {args.runs} run(s): test accuracy "
         f"{100 * out['mean_test_acc']:.2f} ± {100 * out['std_test_acc']:.2f} % "
@@ -193,16 +248,9 @@ def run_train(args) -> int:
         flush=True,
     )
     if args.out:
-        d = os.path.dirname(os.path.abspath(args.out))
-        os.makedirs(d, exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=2, default=str)
+        from .._io import atomic_write
+
+        text = json.dumps(out, indent=2, default=str)
+        atomic_write(args.out, lambda f: f.write(text), binary=False, what="--out")
         print(f"wrote {args.out}")
     return 0
-
-
-def main(argv=None) -> int:
-    """``python -m graphode.train`` entry point (same options as ``graphode train``)."""
-    parser = argparse.ArgumentParser(prog="graphode train", description="train a graph model")
-    add_train_args(parser)
-    return run_train(parser.parse_args(argv))

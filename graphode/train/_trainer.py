@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .._io import load_torch_file, save_torch_file
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 __all__ = [
     "Trainer",
@@ -88,6 +88,29 @@ def load_checkpoint(path: str, map_location=None) -> Dict[str, Any]:
         raise CheckpointError(f"{path} is not a graphode training checkpoint "
                               f"(expected a dict with format {CHECKPOINT_FORMAT})")
     return state
+
+
+def check_checkpoint_matches(state: Dict[str, Any], path: str, model: Optional[str],
+                             dataset: Optional[str]) -> None:
+    """:class:`~graphode.errors.CheckpointError` when ``state`` (a loaded checkpoint) was written
+    by another model or for another dataset than this run's (names compared when both known)."""
+    meta = state.get("meta") or {}
+    theirs_m, theirs_d = meta.get("model"), meta.get("dataset")
+    if model and theirs_m and str(theirs_m) != str(model):
+        raise CheckpointError(f"checkpoint {path} was written by model {theirs_m} (on {theirs_d}); this run trains "
+                              f"{model}: pass --model {theirs_m} or another checkpoint")
+    if dataset and theirs_d and _dataset_key(theirs_d) != _dataset_key(dataset):
+        raise CheckpointError(f"checkpoint {path} was written for dataset {theirs_d}; this run uses {dataset}: "
+                              f"pass --dataset {theirs_d} or another checkpoint")
+
+
+def _dataset_key(name: str) -> str:
+    try:
+        from ..datasets._load import canonical_name
+
+        return canonical_name(str(name))
+    except ValueError:
+        return str(name).lower()
 
 
 def seed_everything(seed: int) -> None:
@@ -197,7 +220,14 @@ class Trainer:
     """
 
     def __init__(self, model, dataset, config: Dict[str, Any], callbacks: Sequence = (), seed: int = 0):
-        self.config = {**DEFAULT_TRAIN_CONFIG, **dict(config or {})}
+        config = dict(config or {})
+        if isinstance(config.get("device"), torch.device):
+            config["device"] = str(config["device"])
+        from ..config import check_config
+
+        # the trainer's keys are type- and range-checked (the model's own keys by its schema upstream)
+        config.update(check_config({k: v for k, v in config.items() if k in DEFAULT_TRAIN_CONFIG}, None, "config"))
+        self.config = {**DEFAULT_TRAIN_CONFIG, **config}
         self.device = torch.device(self.config.get("device") or "cpu")
         self.model = model.to(self.device)
         ds = _single_split(dataset)
@@ -281,13 +311,37 @@ class Trainer:
             "stop_training": self.stop_training,
             "seed": self.seed,
             "config": _plain(self.config),
+            "meta": self._meta(),
         }
+
+    def _meta(self) -> Dict[str, Any]:
+        from .. import __version__
+
+        return {"graphode": __version__, "model": self.config.get("model"),
+                "model_class": type(self.model).__name__,
+                "dataset": self.config.get("dataset") or getattr(self.dataset, "name", None)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("format") not in _READABLE_FORMATS:
             raise CheckpointError("not a graphode training checkpoint (no 'format' key of graphode.train/N)")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        where = state.get("_path", "the checkpoint")
+        meta = state.get("meta") or {}
+        check_checkpoint_matches(state, where, self.config.get("model"),
+                                 self.config.get("dataset") or getattr(self.dataset, "name", None))
+        if meta.get("model_class") and meta["model_class"] != type(self.model).__name__:
+            raise CheckpointError(f"{where} holds a {meta['model_class']} model; this run trains a "
+                                  f"{type(self.model).__name__}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            text = " ".join(str(e).split()) or type(e).__name__
+            theirs = state.get("config") or {}
+            diff = [f"{k}={theirs.get(k)!r} there, {self.config.get(k)!r} here" for k in sorted(set(theirs) | set(self.config))
+                    if k not in DEFAULT_TRAIN_CONFIG and k not in ("dataset", "split")
+                    and _plain(theirs.get(k)) != _plain(self.config.get(k))]
+            why = f"the configs differ: {'; '.join(diff[:4])}" if diff else (text[:300] + ("..." if len(text) > 300 else ""))
+            raise CheckpointError(f"{where} does not fit this model ({why})") from None
         cbs = state.get("callbacks") or []
         if len(cbs) != len(self.callbacks):
             raise ValueError(
@@ -307,7 +361,9 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self, epochs: Optional[int] = None, checkpoint: Optional[str] = None,
             resume: Optional[str] = None, progress: bool = True) -> Dict[str, Any]:
-        epochs = int(epochs if epochs is not None else self.config.get("epochs", 100))
+        epochs = epochs if epochs is not None else self.config.get("epochs", DEFAULT_TRAIN_CONFIG["epochs"])
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs: expected an integer >= 1, got {epochs!r}")
         prev_threads = torch.get_num_threads()
         if self.config.get("threads"):
             torch.set_num_threads(int(self.config["threads"]))
@@ -326,7 +382,9 @@ class Trainer:
             # then their saved state, so the checkpoint has the last word.
             self._call("on_train_begin")
             if resuming:
-                self.load_state_dict(load_checkpoint(resume, map_location=self.device))
+                state = load_checkpoint(resume, map_location=self.device)
+                state["_path"] = resume
+                self.load_state_dict(state)
                 start = self.epoch + 1
             self._loop(start, epochs, checkpoint, progress)
             self.finished = True
@@ -526,6 +584,8 @@ def run_many(
     """
     from ..models import build
 
+    if int(runs) < 1:
+        raise ConfigError(f"runs: expected an integer >= 1, got {runs!r}")
     config = dict(config or {})
     config["model"] = model_name  # what runs is what is named
     seeds = [int(seed) + i for i in range(int(runs))]
