@@ -69,7 +69,7 @@ def main(argv=None):
                     _safe_cell("grand-l", "cora", seeds, cfg, out, root, args.epochs, f"left|{m}|{h}")
         if args.panel in ("right", "both"):
             from graphode.datasets import load_dataset
-            from graphode.rewiring import GDC
+            from graphode.transforms import GDC
 
             base = load_dataset("cora", root=root)
             pairs = [s.split("=") for s in args.right_steps]

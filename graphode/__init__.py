@@ -34,7 +34,7 @@ _LAZY = {
     "monitor": ("graphode.monitor", None),
     "train": ("graphode.train", None),
     "kernels": ("graphode.kernels", None),
-    "rewiring": ("graphode.rewiring", None),
+    "transforms": ("graphode.transforms", None),
     "regularizers": ("graphode.regularizers", None),
     "sweep": ("graphode.sweep", None),
 }

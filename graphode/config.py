@@ -29,15 +29,19 @@ from .errors import ConfigError
 __all__ = [
     "Key", "Schema", "key", "SCHEMAS", "schema_for", "family_of", "check_config", "load_config",
     "packaged_config_path", "parse_set", "resolved_config", "dump_config", "grand_tolerances",
-    "OPTIMIZERS", "SPLITS", "GRAND_VARIANTS", "ATTENTION_TYPES", "GCN_INITS", "REWIRING_CRITERIA",
+    "OPTIMIZERS", "SPLITS", "GRAND_VARIANTS", "ATTENTION_SCORES", "ATTENTION_NORMALIZE",
+    "ATTENTION_NORMALIZE_OVER", "GCN_INITS", "REWIRING_CRITERIA",
     "TRAIN_KEYS", "GRAND", "GCN", "GCN_BASELINES",
 ]
 
 # ----------------------------------------------------------------------------- choices
 OPTIMIZERS = ("adam", "adamw", "adamax", "rmsprop", "sgd")
-SPLITS = ("public", "random", "geom-gcn", "official")
+SPLITS = ("public", "grand", "random", "geom-gcn", "official")
 GRAND_VARIANTS = ("l", "nl", "nl-rw", "laplacian")
-ATTENTION_TYPES = ("scaled_dot", "cosine_sim", "pearson", "exp_kernel")
+#: GRAND's attention options (graphode.ops.reference.SCORES / NORMALIZE / NORMALIZE_OVER)
+ATTENTION_SCORES = ("scaled_dot", "cosine", "pearson", "exp_kernel")
+ATTENTION_NORMALIZE = ("softmax", "squareplus")
+ATTENTION_NORMALIZE_OVER = ("target", "source")
 GCN_INITS = ("glorot", "isometric", "isometric-code", "uniform")
 REWIRING_CRITERIA = ("gradient_flow", "dirichlet_energy")
 OPS_BACKENDS = ("reference", "cpu", "triton", "cuda")
@@ -227,7 +231,11 @@ class Schema:
         return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-_SYNONYMS = {"learning_rate": "lr", "learning": "lr", "rate": "lr", "wd": "weight_decay", "decay": "weight_decay",
+_SYNONYMS = {"attention_type": "attention_score", "rewire_keep": "attention_keep",
+             "attention_threshold": "attention_keep", "square_plus": "attention_normalize",
+             "attention_norm_idx": "attention_normalize_over", "att_samp_pct": "attention_keep",
+             "earlystopxt": "eval_time_factor", "max_test_steps": "eval_max_steps",
+             "learning_rate": "lr", "learning": "lr", "rate": "lr", "wd": "weight_decay", "decay": "weight_decay",
              "num_epochs": "epochs", "n_epochs": "epochs", "epoch": "epochs", "num_layers": "layers",
              "depth": "layers", "hidden_size": "hidden", "hidden_channels": "hidden", "solver": "method",
              "t": "time", "optim": "optimizer", "opt": "optimizer"}
@@ -238,7 +246,9 @@ _SYNONYMS = {"learning_rate": "lr", "learning": "lr", "rate": "lr", "wd": "weigh
 RUN_KEYS = [
     key("model", str, None, "model name (graphode train --model)", null=True),
     key("dataset", str, None, "dataset name", null=True),
-    key("split", str, "public", "data split", choices=SPLITS),
+    key("split", str, "public", "data split: public masks; grand = the LCC with GRAND's split of seed 12345 "
+        "(their code's Table 1); random = a random LCC split per seed", choices=SPLITS),
+    key("split_seed", int, None, "split random: one split drawn with this seed for every run", ge=0, null=True),
 ]
 TRAIN_KEYS = [
     key("optimizer", str, "adam", "optimizer", choices=OPTIMIZERS),
@@ -283,21 +293,36 @@ GRAND = Schema("grand", RUN_KEYS + TRAIN_KEYS + [
     key("hidden_dim", int, 80, "hidden size d", ge=1),
     key("heads", int, 8, "attention heads", ge=1),
     key("attention_dim", int, 128, "attention key/query size", ge=1),
-    key("attention_type", str, "scaled_dot", "attention kind", choices=ATTENTION_TYPES),
+    key("attention_score", str, "scaled_dot", "attention score (authors: attention_type; cosine_sim = cosine)",
+        choices=ATTENTION_SCORES),
+    key("attention_normalize", str, "softmax", "softmax, or squareplus with one global shift (authors: square_plus)",
+        choices=ATTENTION_NORMALIZE),
+    key("attention_normalize_over", str, "target", "edges normalised together: a target's in-edges or a source's "
+        "out-edges (authors: attention_norm_idx 0 = target, 1 = source)", choices=ATTENTION_NORMALIZE_OVER),
+    key("key_bias", bool, True, "W_K has a bias (as the authors' layer)"),
     key("input_dropout", float, 0.5, "dropout before the encoder", **_prob),
     key("dropout", float, 0.0, "dropout before the decoder", **_prob),
+    key("batch_norm", bool, False, "BatchNorm1d after the encoder (authors: batch_norm, bn_in)"),
     key("self_loop_weight", float, 1.0, "> 0 adds self loops", ge=0),
     key("source_term", bool, True, "include beta * x(0)"),
     key("add_source", bool, None, "alias of source_term (the authors' name)", null=True),
-    key("detach_source", bool, False, "source term uses x(0) detached from the encoder"),
+    key("detach_source", bool, False, "source term uses x(0) detached from the encoder (the authors' code)"),
     key("augment", bool, False, "Anode zero augmentation"),
+    key("hard_attention", bool, False, "the authors' hard-attention block: training keeps the edges above the "
+        "(1 - attention_keep) attention quantile (always on for grand-nl-rw)"),
+    key("attention_keep", float, 0.9, "hard attention: fraction of edges kept (authors: att_samp_pct)", gt=0, le=1),
+    key("laplacian_normalize_over", str, "target", "grand-laplacian: row (target) or column (source, the "
+        "authors' get_rw_adj) normalisation", choices=ATTENTION_NORMALIZE_OVER),
+    key("eval_time_factor", float, None, "evaluate by integrating to this times T and competing the best-"
+        "validation step time (authors: earlystopxT; null: evaluate at T)", gt=0, null=True),
+    key("eval_max_steps", int, 100, "eval_time_factor: step attempts (authors: max_test_steps)", ge=1),
+    key("adjoint_attention_grad", bool, True, "adjoint: also differentiate GRAND-l's fixed attention and x(0) "
+        "(false: the authors' adjoint)"),
     key("ops_backend", str, None, "force an ops backend (null: automatic)", choices=OPS_BACKENDS, null=True),
     # regularisation
     key("kinetic_energy", float, 0.0, "kinetic-energy regulariser coefficient", ge=0),
     key("jacobian_norm2", float, 0.0, "Jacobian Frobenius regulariser coefficient", ge=0),
-    # GRAND-nl-rw: GDC, then attention thresholding
-    key("rewire_keep", float, 0.9, "fraction of edges kept by attention thresholding", gt=0, le=1),
-    key("attention_threshold", float, None, "absolute attention threshold instead of rewire_keep", null=True),
+    # GRAND-nl-rw: GDC, then hard attention (attention_keep)
     key("gdc", bool, True, "GRAND-nl-rw: GDC rewiring first"),
     key("gdc_method", str, "ppr", "GDC diffusion", choices=("ppr", "heat")),
     key("ppr_alpha", float, 0.05, "PPR teleport probability", gt=0, lt=1),

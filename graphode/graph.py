@@ -336,6 +336,19 @@ class Graph:
         s = torch.zeros(self.num_nodes, dtype=w.dtype, device=self.device).index_add_(0, self.row, w)
         return w / s[self.row].clamp_min(torch.finfo(w.dtype).tiny)
 
+    def normalize_weights(self, weight: torch.Tensor, over: str = "target", eps: float = 0.0) -> torch.Tensor:
+        """``w_e / (sum of w over e's group + eps)``, the group of edge ``j -> i`` being the
+        in-edges of ``i`` (``over="target"``, row-stochastic) or the out-edges of ``j``
+        (``over="source"``, column-stochastic).  ``weight`` ``[E]`` or ``[E, H]``."""
+        if over == "target":
+            idx = self.row
+        elif over == "source":
+            idx = self.col
+        else:
+            raise ValueError(f"over must be 'target' or 'source', got {over!r}")
+        s = weight.new_zeros((self.num_nodes,) + tuple(weight.shape[1:])).index_add_(0, idx, weight)
+        return weight / (s.index_select(0, idx) + eps)
+
     # ------------------------------------------------------------------ conversions
     def to_dense(self, edge_weight: Optional[torch.Tensor] = None, dtype=torch.float32) -> torch.Tensor:
         """Dense ``[N, N]`` matrix with ``A[i, j] = w`` for edge j -> i (tests only)."""

@@ -1,4 +1,4 @@
-"""GDC rewiring (graphode.rewiring) against dense closed forms and PyG's GDC."""
+"""GDC rewiring (graphode.transforms) against dense closed forms and PyG's GDC."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import scipy.linalg
 import torch
 
 from graphode import Graph
-from graphode.rewiring import GDC, diffusion_matrix_dense, gdc, gdc_edge_index
+from graphode.transforms import GDC, diffusion_matrix_dense, gdc, gdc_edge_index
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

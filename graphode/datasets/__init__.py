@@ -21,11 +21,13 @@ from ._npz import load_npz
 from ._planetoid import load_planetoid
 from ._pyg import load_pyg
 from ._root import default_root
-from ._splits import largest_connected_component, random_split
+from ._splits import GRAND_SPLIT_SEED, SPLIT_PROTOCOLS, largest_connected_component, random_split
 from ._webkb import load_actor, load_webkb
 
 __all__ = [
+    "GRAND_SPLIT_SEED",
     "NodeDataset",
+    "SPLIT_PROTOCOLS",
     "available_datasets",
     "default_root",
     "largest_connected_component",

@@ -45,11 +45,11 @@ def load_dataset(
     ==========================================  ===================  ==========================
     name                                        loader               ``split`` (None = default)
     ==========================================  ===================  ==========================
-    cora, citeseer, pubmed                      :func:`load_planetoid`  ``"public"`` / ``"random"``
+    cora, citeseer, pubmed                      :func:`load_planetoid`  ``"public"`` / ``"grand"`` / ``"random"``
     texas, cornell, wisconsin                   :func:`load_webkb`   ``"geom-gcn"`` (10 splits)
     actor (film)                                :func:`load_actor`   ``"geom-gcn"`` (10 splits)
     coauthor-cs, coauthor-physics,              :func:`load_pyg`     ``"random"`` (LCC)
-    computers, photo
+    computers, photo                                                 (or ``"grand"``)
     ogbn-arxiv                                  :func:`load_pyg`     ``"official"``
     ==========================================  ===================  ==========================
 

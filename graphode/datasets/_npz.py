@@ -11,7 +11,7 @@ import torch
 
 from ._base import NodeDataset
 from ._root import PathLike, dedupe, not_found, resolve_root
-from ._splits import Seeds, coalesce_edges, lcc_dataset, symmetrize_edges
+from ._splits import GRAND_SPLIT_SEED, Seeds, coalesce_edges, lcc_dataset, symmetrize_edges
 
 __all__ = ["load_npz", "read_npz", "NPZ_FILES"]
 
@@ -128,7 +128,8 @@ def load_npz(
     ``split="random"`` draws the Shchur/GRAND split with :func:`random_split`
     (``num_dev`` development nodes: 1500, 5000 for Coauthor CS; ``per_class``
     training nodes per class; ``seed`` an int or a sequence for ``[N, S]``
-    masks).  ``split=None`` returns all-False ``[N]`` masks.
+    masks).  ``split="grand"`` draws it once with GRAND's fixed seed 12345
+    (:data:`GRAND_SPLIT_SEED`).  ``split=None`` returns all-False ``[N]`` masks.
 
     ``source="auto"`` falls back to the copy shipped in the package (cora only)
     when ``root`` is ``None`` and no file is found; ``"raw"`` / ``"shipped"``
@@ -138,8 +139,11 @@ def load_npz(
         :class:`NodeDataset`; ``node_index`` maps LCC nodes to ids in the file.
     """
     key = _canonical(name)
-    if split not in ("random", None, "none"):
-        raise ValueError(f"split must be 'random' or None, got {split!r}")
+    if split not in ("random", "grand", None, "none"):
+        raise ValueError(f"split must be 'random', 'grand' or None, got {split!r}")
+    split_name = split
+    if split == "grand":  # GRAND's code: one split drawn with a fixed seed
+        split, seed = "random", GRAND_SPLIT_SEED
     if source not in ("auto", "raw", "shipped"):
         raise ValueError(f"source must be 'auto', 'raw' or 'shipped', got {source!r}")
     path: Optional[Path]
@@ -162,4 +166,5 @@ def load_npz(
     return lcc_dataset(
         key, x, y, edge_index, num_classes, seed=seed if split == "random" else None,
         num_dev=NUM_DEV.get(key, 1500) if num_dev is None else num_dev, per_class=per_class,
-        largest_component=largest_component, normalize_features=normalize_features, info=info)
+        largest_component=largest_component, normalize_features=normalize_features, info=info,
+        split_name=split_name or "random")

@@ -10,7 +10,19 @@ import torch
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
-__all__ = ["random_split", "largest_connected_component"]
+__all__ = ["random_split", "largest_connected_component", "GRAND_SPLIT_SEED", "SPLIT_PROTOCOLS"]
+
+#: The seed of the one split GRAND's code draws on the largest connected component when it
+#: loads a dataset (``data.get_dataset``: ``set_train_val_test_split(12345, ...)``); with the
+#: published parameters this is the split their Table 1 ("Planetoid split") ran on.
+GRAND_SPLIT_SEED = 12345
+
+#: Split protocols of the node-classification datasets (``load_dataset(split=...)``):
+#: ``"public"`` (the dataset's published masks, full graph), ``"grand"`` (largest
+#: connected component, the Shchur/GRAND split drawn with :data:`GRAND_SPLIT_SEED`; seeds
+#: vary the initialisation only), ``"random"`` (largest connected component, one split per
+#: seed).
+SPLIT_PROTOCOLS = ("public", "grand", "random")
 
 ArrayLike = Union[Tensor, np.ndarray, Sequence[int]]
 Seeds = Union[int, Sequence[int]]
@@ -169,8 +181,10 @@ def lcc_dataset(
     largest_component: bool = True,
     normalize_features: bool = False,
     info: Optional[dict] = None,
+    split_name: str = "random",
 ):
-    """Restrict to the largest connected component (optional) and draw random splits.
+    """Restrict to the largest connected component (optional) and draw random splits
+    (``split_name`` is recorded in ``info["split"]``: "random" or "grand").
 
     ``seed=None`` draws no split (all-False ``[N]`` masks).  ``x`` may be a tensor, a numpy array or a scipy sparse matrix (``[N, F]``);
     rows are selected before densifying.
@@ -197,7 +211,7 @@ def lcc_dataset(
         meta.update(split=None)
     else:
         tr, va, te = random_split(y, num_dev=num_dev, per_class=per_class, seed=seed)
-        meta.update(split="random", seed=seed, num_dev=num_dev, per_class=per_class)
+        meta.update(split=split_name, seed=seed, num_dev=num_dev, per_class=per_class)
     return NodeDataset(
         name=name, x=x, y=y, edge_index=torch.from_numpy(np.ascontiguousarray(edge_index)),
         train_mask=tr, val_mask=va, test_mask=te, num_classes=num_classes,

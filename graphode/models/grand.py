@@ -5,7 +5,7 @@ A thin layer over :mod:`graphode.ops` (the graph maths) and
 
 Model (``N`` nodes, ``F`` input features, ``d`` hidden, ``C`` classes)::
 
-    x [N, F] -> dropout(input_dropout) -> Linear(F, d) -> x0 [N, d]
+    x [N, F] -> dropout(input_dropout) -> Linear(F, d) -> [BatchNorm] -> x0 [N, d]
              -> [zero augmentation: cat(x0, 0) [N, 2d]]
              -> x(T), the solution of  dx/dt = f(x),  x(0) = x0  on [0, T]
              -> [drop augmentation] -> ReLU -> dropout(dropout) -> Linear(d, C) -> [N, C]
@@ -14,62 +14,78 @@ Vector field (α, β learnable scalars initialised to 0; the source term is opti
 
 .. math::  f(x) = \sigma(\alpha)\,(\bar A\,x - x) + \beta\,x_0
 
-``Ā`` is the head-average of row-normalised multi-head attention over the
-graph with self loops:
+``Ā`` is the head-average of multi-head attention over the graph with self loops,
+``Ā_ij = (1/H) Σ_h a_h(i, j)``, the score of ``j -> i`` between ``W_Q^h x_i`` and
+``W_K^h x_j`` normalised over a group of edges (:func:`graphode.ops.edge_attention`):
 
-.. math::  \bar A_{ij} = \frac1H \sum_h \operatorname{softmax}_{j \in N(i)}
-           \frac{\langle W_Q^h x_i, W_K^h x_j\rangle}{\sqrt{d_k}}
+* ``attention_score``: ``"scaled_dot"`` (``<q_i, k_j> / sqrt(d_k)``), ``"cosine"``,
+  ``"pearson"`` or ``"exp_kernel"`` (``σ² exp(-|q_i - k_j|² / 2ℓ²)``, σ and ℓ learnable);
+* ``attention_normalize``: ``"softmax"`` or ``"squareplus"`` (one global shift
+  by the max score, ``(s + sqrt(s² + 4)) / 2``, divided by the group sum);
+* ``attention_normalize_over``: ``"target"`` (each node's in-edges sum to one:
+  ``Ā`` row-stochastic) or ``"source"`` (each node's out-edges sum to one:
+  column-stochastic, mass-conserving).
 
-(``d_k = attention_dim / heads``; ``W_Q``, ``W_K`` are ``Linear(d, attention_dim)``
-with weights initialised to the constant 1e-5, so training starts from
-near-uniform diffusion.  For scaled-dot scores ``W_K`` has no bias: it would
-add ``<q_i, b_K>`` to all in-edges of ``i`` alike, which the softmax cancels.)
+``d_k = attention_dim / heads``; ``W_Q``, ``W_K`` are ``Linear(d, attention_dim)``
+with weights initialised to the constant 1e-5 and PyTorch's default biases, so
+training starts from near-uniform diffusion.  The GRAND authors' published
+Cora / CiteSeer runs used squareplus over sources (their ``square_plus: true``,
+``attention_norm_idx: 1``); the packaged configs carry their values, and
+``docs/RESULTS.md`` lists every difference from their code.
 
 Variants (``variant=``):
 
-* ``"l"`` (GRAND-l): ``Ā`` is computed once per forward from ``x(0)``
-  (:func:`graphode.ops.edge_attention`, head mean) and kept fixed during the
-  solve, which is then linear: ``Āx`` is one :func:`graphode.ops.spmm`.
+* ``"l"`` (GRAND-l): ``Ā`` is computed once per forward from ``x(0)`` and kept
+  fixed during the solve, which is then linear: ``Āx`` is one :func:`graphode.ops.spmm`.
 * ``"nl"`` (GRAND-nl): ``Ā(x(t))`` is recomputed at every evaluation, fused
   with the SpMM: :func:`graphode.ops.attention_diffusion`.
 * ``"nl-rw"`` (GRAND-nl-rw): the graph is first rewired by GDC
-  (:mod:`graphode.rewiring`); then, at every training forward (i.e. at the
-  start of each epoch), attention is evaluated at ``x(0)`` and the edges whose
-  head-mean attention falls below the threshold are dropped (self loops are
-  always kept); the solve is GRAND-nl on the pruned graph.
-* ``"laplacian"``: constant diffusion, ``Ā`` the row-normalised adjacency with
-  self loops of weight ``self_loop_weight`` (no attention).
+  (:mod:`graphode.transforms`), then GRAND-nl with hard attention (below).
+* ``"laplacian"``: constant diffusion, ``Ā`` the normalised adjacency with self
+  loops of weight ``self_loop_weight`` (no attention).
+
+Hard attention (``hard_attention=True``; the authors' ``hard_attention`` block,
+always on for ``"nl-rw"``): at each training forward the head-mean attention at
+``x(0)``, computed without gradient, keeps the edges strictly above its
+``1 - attention_keep`` quantile; GRAND-l diffuses with those values renormalised
+over the kept edges' groups (+1e-16), GRAND-nl recomputes its attention on the
+kept edges.  Evaluation uses every edge.
+
+Evaluation past T (``eval_time_factor``, the authors' ``earlystopxT`` test
+integrator, dopri5 or rk4): in ``eval()`` mode the solve runs to
+``eval_time_factor · T`` (at most ``eval_max_steps`` step attempts) and returns
+the state there; the logits after every step attempt are kept in
+:attr:`GRAND.eval_trace`, and the callback :class:`BestIntegrationTime` (carried
+by the model, run by :func:`graphode.train.fit`) lets the best-validation time
+of each epoch compete with the end time, as the authors' training loop did.
 
 Gradients with the adjoint method reach every parameter: the vector field's
 own parameters, and (GRAND-l) the fixed attention ``Ā`` and ``x0`` are passed
 to :func:`graphode.solvers.odeint_adjoint` as ``adjoint_params`` (through
 autograd aliases), so ``W_Q``, ``W_K`` and the encoder receive the adjoint's
-gradient too (the authors' code lost them).
-
-Attention kinds (``attention_type``): ``"scaled_dot"`` (default; the only one
-the fused kernels implement), and, as in the authors' code, ``"cosine_sim"``,
-``"pearson"`` and ``"exp_kernel"`` (``σ² exp(-||q_i - k_j||² / 2ℓ²)`` with
-learnable σ, ℓ), computed per edge in PyTorch then normalised with a segment
-softmax.
+gradient too.  The authors' adjoint lost them (``adjoint_attention_grad=False``
+reproduces that).
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from ..config import ATTENTION_TYPES, GRAND_VARIANTS, grand_tolerances
 from ..config import GRAND as GRAND_SCHEMA
+from ..config import GRAND_VARIANTS, grand_tolerances
 from ..graph import Graph
 
 __all__ = [
     "GRAND",
     "GRANDFunc",
     "GraphAttention",
+    "BestIntegrationTime",
     "MaxNFEError",
     "build_grand",
     "build_grand_l",
@@ -81,7 +97,12 @@ __all__ = [
 ]
 
 VARIANTS = GRAND_VARIANTS
-# GRAND's defaults, for the class and for configs alike, are the GRAND config schema's.
+ATTENTION_SCORES = ops.reference.SCORES
+ATTENTION_NORMALIZE = ops.reference.NORMALIZE
+ATTENTION_NORMALIZE_OVER = ops.reference.NORMALIZE_OVER
+# GRAND's defaults, for the class and for configs alike, are the GRAND config schema's
+# (graphode.config.GRAND); tolerances follow the authors' atol = tol_scale 1e-7,
+# rtol = tol_scale 1e-9.
 _D = GRAND_SCHEMA.defaults()
 _DEFAULT_RTOL, _DEFAULT_ATOL = grand_tolerances(_D["tol_scale"])
 
@@ -99,44 +120,51 @@ class MaxNFEError(RuntimeError):
     """The vector field was evaluated more than ``max_nfe`` times in one solve."""
 
 
+def _choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
+    return value
+
+
 # --------------------------------------------------------------------------- attention
 class GraphAttention(nn.Module):
-    r"""Multi-head attention coefficients over a graph's in-edges.
+    r"""Multi-head attention coefficients over a graph's edges.
 
-    ``q = W_Q x``, ``k = W_K x`` reshaped to ``[N, H, d_k]``; the score of edge
-    ``j -> i`` is ``kind(q_i, k_j)`` and is normalised by a softmax over the
-    in-edges of ``i`` (per head).
+    ``q = W_Q x``, ``k = W_K x`` reshaped to ``[N, H, d_k]`` (head ``h`` takes the
+    features ``h d_k .. (h+1) d_k - 1``); the score of edge ``j -> i`` is
+    ``score(q_i, k_j)``, normalised by ``normalize`` over the edges sharing the
+    ``normalize_over`` end (:func:`graphode.ops.edge_attention`).
 
     Args:
         dim: input feature size ``d``.
         heads: ``H``.
         attention_dim: total projection size; ``d_k = attention_dim // heads``.
-        kind: one of :data:`ATTENTION_TYPES`.
-        init_constant: constant initial value of ``W_Q``/``W_K`` weights (None:
-            PyTorch's default initialisation).
+        score, normalize, normalize_over: the attention options (see the module docstring).
+        init_constant: constant initial value of the ``W_Q``/``W_K`` weights (None:
+            PyTorch's default initialisation).  Biases keep PyTorch's default.
+        key_bias: give ``W_K`` a bias (the authors' layer has one; with a softmax over
+            targets it cancels and gets no gradient).
     """
 
-    def __init__(self, dim: int, heads: int = 8, attention_dim: int = 128, kind: str = "scaled_dot",
-                 init_constant: Optional[float] = 1e-5):
+    def __init__(self, dim: int, heads: int = 8, attention_dim: int = 128, score: str = "scaled_dot",
+                 normalize: str = "softmax", normalize_over: str = "target",
+                 init_constant: Optional[float] = 1e-5, key_bias: bool = True):
         super().__init__()
-        if kind not in ATTENTION_TYPES:
-            raise ValueError(f"unknown attention_type {kind!r}; choose one of {ATTENTION_TYPES}")
+        self.score = _choice("attention_score", score, ATTENTION_SCORES)
+        self.normalize = _choice("attention_normalize", normalize, ATTENTION_NORMALIZE)
+        self.normalize_over = _choice("attention_normalize_over", normalize_over, ATTENTION_NORMALIZE_OVER)
         if attention_dim % heads != 0:
             raise ValueError(f"attention_dim ({attention_dim}) must be divisible by heads ({heads})")
         self.heads = int(heads)
         self.d_k = attention_dim // heads
-        self.kind = kind
+        if score == "exp_kernel":  # created before W_Q / W_K, as the authors' layer
+            self.output_var = nn.Parameter(torch.ones(1))
+            self.lengthscale = nn.Parameter(torch.ones(1))
         self.W_Q = nn.Linear(dim, attention_dim)
-        # With scaled-dot scores a key bias adds <q_i, b_K>, constant over the
-        # in-edges of i, which the softmax cancels: it would be a parameter that
-        # never gets a gradient, so it is left out.
-        self.W_K = nn.Linear(dim, attention_dim, bias=(kind != "scaled_dot"))
+        self.W_K = nn.Linear(dim, attention_dim, bias=bool(key_bias))
         if init_constant is not None:
             nn.init.constant_(self.W_Q.weight, init_constant)
             nn.init.constant_(self.W_K.weight, init_constant)
-        if kind == "exp_kernel":
-            self.output_var = nn.Parameter(torch.ones(1))
-            self.lengthscale = nn.Parameter(torch.ones(1))
 
     def qk(self, x: torch.Tensor):
         """``(q, k)``, each ``[N, H, d_k]``: two matrix products whose outputs are
@@ -152,30 +180,24 @@ class GraphAttention(nn.Module):
         k = self.W_K(x).view(N, self.heads, self.d_k)
         return q, k
 
+    def _options(self) -> Dict[str, Any]:
+        kw: Dict[str, Any] = dict(score=self.score, normalize=self.normalize, normalize_over=self.normalize_over)
+        if self.score == "scaled_dot":
+            kw["scale"] = 1.0 / math.sqrt(self.d_k)
+        elif self.score == "exp_kernel":
+            kw["kernel_params"] = torch.cat([self.output_var, self.lengthscale])
+        return kw
+
     def edge_attention(self, graph: Graph, x: torch.Tensor) -> torch.Tensor:
-        """Attention ``[E, H]`` (graph's edge order), each target's in-edges summing to 1."""
+        """Attention ``[E, H]`` in the graph's edge order."""
         q, k = self.qk(x)
-        if self.kind == "scaled_dot":
-            return ops.edge_attention(graph, q, k, 1.0 / math.sqrt(self.d_k))
-        qi = q.index_select(0, graph.row)
-        kj = k.index_select(0, graph.col)
-        if self.kind == "pearson":
-            qi = qi - qi.mean(-1, keepdim=True)
-            kj = kj - kj.mean(-1, keepdim=True)
-        if self.kind in ("cosine_sim", "pearson"):
-            s = F.cosine_similarity(qi, kj, dim=-1, eps=1e-5)
-        else:  # exp_kernel
-            s = self.output_var ** 2 * torch.exp(-(qi - kj).pow(2).sum(-1) / (2 * self.lengthscale ** 2))
-        return ops.reference.segment_softmax(graph, s)
+        return ops.edge_attention(graph, q, k, **self._options())
 
     def diffuse(self, graph: Graph, x: torch.Tensor, features: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``Ā(x) features`` ``[N, F]`` (``features`` defaults to ``x``): the fused
-        :func:`graphode.ops.attention_diffusion` for scaled-dot attention."""
-        v = x if features is None else features
-        if self.kind == "scaled_dot":
-            q, k = self.qk(x)
-            return ops.attention_diffusion(graph, q, k, v, 1.0 / math.sqrt(self.d_k))
-        return ops.spmm(graph, self.edge_attention(graph, x).mean(1), v)
+        :func:`graphode.ops.attention_diffusion`."""
+        q, k = self.qk(x)
+        return ops.attention_diffusion(graph, q, k, x if features is None else features, **self._options())
 
 
 # --------------------------------------------------------------------------- vector field
@@ -225,7 +247,7 @@ class GRANDFunc(nn.Module):
         self.nfe += 1
         if self.max_nfe is not None and self.nfe > self.max_nfe:
             raise MaxNFEError(f"GRAND's vector field exceeded max_nfe={self.max_nfe} evaluations")
-        with ops.use_backend(self.backend) if self.backend is not None else _nullcontext():
+        with ops.use_backend(self.backend) if self.backend is not None else contextlib.nullcontext():
             if self.mode == "fixed":
                 ax = ops.spmm(self.graph, self.weight, x)
             else:
@@ -236,12 +258,80 @@ class GRANDFunc(nn.Module):
         return f
 
 
-class _nullcontext:
-    def __enter__(self):
-        return None
+class _StepRecorder:
+    """The vector field with torchdiffeq-style step callbacks that record the state after
+    every step attempt of an evaluation solve (the authors' early-stop test integrator
+    evaluates ``rk_state.y1`` after each attempt: the new state when accepted, the
+    unchanged one when rejected).
 
-    def __exit__(self, *a):
-        return False
+    For an FSAL method (dopri5) the last stage of an attempt is evaluated at the step's
+    end point and its input is the new state ``y1`` itself, so the accepted state is the
+    last input seen.  For fixed-grid methods every step is kept."""
+
+    def __init__(self, func, adaptive: bool):
+        self.func = func
+        self.adaptive = adaptive
+        self.states: List[Tuple[float, torch.Tensor]] = []
+        self.current: Optional[Tuple[float, torch.Tensor]] = None
+        self._last: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self._started = False
+        if adaptive:
+            self.callback_accept_step = self._accept
+            self.callback_reject_step = self._reject
+        else:
+            self.callback_step = self._fixed_step
+
+    def __call__(self, t, x):
+        self._last = (t, x)
+        return self.func(t, x)
+
+    def _accept(self, t0, y0, dt):
+        t1 = float(t0) + float(dt)
+        lt, y1 = self._last
+        tol = 8 * torch.finfo(lt.dtype).eps * max(1.0, abs(t1))  # times reach f in the state's dtype
+        if abs(float(lt) - t1) > tol:  # pragma: no cover - a non-FSAL tableau
+            raise RuntimeError("eval_time_factor needs an FSAL adaptive method (dopri5) or a fixed grid (rk4)")
+        self.current = (t1, y1)
+        self.states.append(self.current)
+
+    def _reject(self, t0, y0, dt):
+        self.current = (float(t0), y0)
+        self.states.append(self.current)
+
+    def _fixed_step(self, t0, y0, dt):
+        if self._started:  # the state at the start of a step is the previous step's result
+            self.states.append((float(t0), y0))
+        self._started = True
+
+
+class BestIntegrationTime:
+    """Training callback (carried by :class:`GRAND` when ``eval_time_factor`` is set): after
+    each epoch's evaluation, the accuracies of the logits after every step attempt of the
+    evaluation solve (:attr:`GRAND.eval_trace`) are computed; the first step with the best
+    validation accuracy replaces the trainer's best if strictly better (after the end
+    time's accuracies had their turn), as the authors' ``run_GNN`` loop does with their
+    ``EarlyStopInt``.  ``trainer.best`` then also holds the ``time`` it was found at."""
+
+    def __init__(self, model: "GRAND"):
+        object.__setattr__(self, "_model", model)  # no reference cycle through state_dict
+
+    def on_epoch_end(self, trainer, epoch: int, logs: Dict[str, float]) -> None:
+        trace = self._model.eval_trace
+        if not trace:
+            return
+        ds = trainer.dataset
+        best = None
+        for t, logits in trace:
+            pred = logits.argmax(-1)
+            accs = [float((pred[m] == ds.y[m]).sum()) / max(int(m.sum()), 1)
+                    for m in (ds.train_mask, ds.val_mask, ds.test_mask)]
+            if best is None or accs[1] > best[2]:
+                best = (t, *accs)
+        t, tr, va, te = best
+        logs["step_val_acc"], logs["step_test_acc"], logs["step_time"] = va, te, t
+        if va > trainer.best["val_acc"]:
+            trainer.best = {"epoch": epoch, "val_acc": va, "test_acc": te, "train_acc": tr, "time": t}
+            trainer._bad_epochs = 0
 
 
 # --------------------------------------------------------------------------- the model
@@ -250,8 +340,8 @@ class GRAND(nn.Module):
 
     Args:
         in_features, num_classes: ``F`` and ``C``.
-        graph: :class:`graphode.Graph` of the dataset (without self loops needed;
-            they are added when ``self_loop_weight > 0``).
+        graph: :class:`graphode.Graph` of the dataset (self loops are added when
+            ``self_loop_weight > 0``).
         variant: ``"l"``, ``"nl"``, ``"nl-rw"`` or ``"laplacian"``.
         hidden_dim: ``d``.
         time: integration time ``T``.
@@ -261,6 +351,10 @@ class GRAND(nn.Module):
         rtol, atol: forward tolerances (adaptive methods).
         adjoint: solve the gradients with :func:`graphode.solvers.odeint_adjoint`.
         adjoint_method, adjoint_rtol, adjoint_atol, adjoint_step_size: of the backward solve.
+        adjoint_attention_grad: with the adjoint, pass GRAND-l's fixed attention (and
+            ``x0``) to the adjoint so that ``W_Q``, ``W_K`` (and the encoder through the
+            source term) get its gradient; False reproduces the authors' adjoint, which
+            differentiates only the vector field's own parameters.
         solver_options: extra options for the method (e.g. ``{"linear_solver": "cg",
             "symmetric": True}`` for ``implicit_euler``; GMRES by default, as Ā is
             not symmetric).
@@ -271,25 +365,32 @@ class GRAND(nn.Module):
             paper's scheme; for GRAND-nl ``Ā`` is frozen at ``x_k`` over the step).
             False: Newton–Krylov on ``f`` with JVPs (finite differences with the
             compiled ops, which lack forward-mode AD).  Regularisers use Newton–Krylov.
-        heads, attention_dim, attention_type: attention (see :class:`GraphAttention`).
+        heads, attention_dim: attention (see :class:`GraphAttention`).
+        attention_score, attention_normalize, attention_normalize_over, key_bias: the
+            attention options (see :class:`GraphAttention` and the module docstring).
         input_dropout, dropout: dropout before the encoder / before the decoder.
         self_loop_weight: > 0 adds self loops (attention, like the authors' code,
             uses only their presence; the Laplacian variant uses the weight).
         source_term: include ``β x0``.
         detach_source: use ``x0`` detached from the encoder in the source term, as the
-            authors' code does (``x0.clone().detach()``); default False (the encoder
-            also gets the source term's gradient).
+            authors' code does (``x0.clone().detach()``); False: the encoder also gets
+            the source term's gradient.
         augment: Anode zero augmentation (doubles the state with zeros, dropped
             after the solve; a no-op for this vector field, kept for fidelity).
+        batch_norm: ``BatchNorm1d(d)`` after the encoder (the authors' ``bn_in``).
+        hard_attention, attention_keep: the authors' hard-attention block (see the
+            module docstring; ``attention_keep`` is their ``att_samp_pct``); always on
+            for ``"nl-rw"``.
+        laplacian_normalize_over: the ``"laplacian"`` variant's normalisation of the
+            adjacency (``"source"``: the authors' ``get_rw_adj``, column-stochastic).
+        eval_time_factor, eval_max_steps: evaluation past ``T`` (the authors'
+            ``earlystopxT`` and ``max_test_steps``; None: evaluate at ``T``).
         kinetic_energy, jacobian_norm2: coefficients of the regularisers
             (:mod:`graphode.regularizers`); the penalty of the last training forward
             is :meth:`regularization_loss`.
         max_nfe: raise :class:`MaxNFEError` past this many evaluations in one solve.
         max_num_steps: adaptive-solver step budget (raises ``MaxNumStepsError``).
-        rewire_keep: GRAND-nl-rw: fraction of (non-self-loop) edges kept by attention
-            thresholding (the threshold is the ``1 - rewire_keep`` quantile).
-        attention_threshold: GRAND-nl-rw: absolute threshold instead of ``rewire_keep``.
-        gdc: GRAND-nl-rw: keyword arguments of :func:`graphode.rewiring.gdc`
+        gdc: GRAND-nl-rw: keyword arguments of :func:`graphode.transforms.gdc`
             (None: no GDC step).
         backend: force an ops backend inside the vector field (None: automatic;
             the Jacobian regulariser needs double backward and uses "reference").
@@ -297,6 +398,10 @@ class GRAND(nn.Module):
     Attributes:
         nfe: function evaluations of the last forward solve.
         nfe_backward: evaluations during the last backward (adjoint) solve.
+        eval_trace: with ``eval_time_factor``, ``[(t, logits [N, C])]`` after every step
+            attempt of the last evaluation solve (else None).
+        callbacks: training callbacks :func:`graphode.train.fit` runs (``[BestIntegrationTime]``
+            with ``eval_time_factor``).
     """
 
     def __init__(
@@ -317,33 +422,48 @@ class GRAND(nn.Module):
         adjoint_rtol: Optional[float] = None,
         adjoint_atol: Optional[float] = None,
         adjoint_step_size: Optional[float] = None,
+        adjoint_attention_grad: bool = _D["adjoint_attention_grad"],
         solver_options: Optional[Dict[str, Any]] = None,
         semi_implicit: bool = _D["semi_implicit"],
         detach_source: bool = _D["detach_source"],
         heads: int = _D["heads"],
         attention_dim: int = _D["attention_dim"],
-        attention_type: str = _D["attention_type"],
+        attention_score: str = _D["attention_score"],
+        attention_normalize: str = _D["attention_normalize"],
+        attention_normalize_over: str = _D["attention_normalize_over"],
+        key_bias: bool = _D["key_bias"],
         input_dropout: float = _D["input_dropout"],
         dropout: float = _D["dropout"],
         self_loop_weight: float = _D["self_loop_weight"],
         source_term: bool = _D["source_term"],
         augment: bool = _D["augment"],
+        batch_norm: bool = _D["batch_norm"],
+        hard_attention: bool = _D["hard_attention"],
+        attention_keep: float = _D["attention_keep"],
+        laplacian_normalize_over: str = _D["laplacian_normalize_over"],
+        eval_time_factor: Optional[float] = _D["eval_time_factor"],
+        eval_max_steps: int = _D["eval_max_steps"],
         kinetic_energy: float = _D["kinetic_energy"],
         jacobian_norm2: float = _D["jacobian_norm2"],
         max_nfe: Optional[int] = None,
         max_num_steps: Optional[int] = None,
-        rewire_keep: float = _D["rewire_keep"],
-        attention_threshold: Optional[float] = None,
         gdc: Optional[Dict[str, Any]] = None,
         backend: Optional[str] = None,
     ):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown GRAND variant {variant!r}; choose one of {VARIANTS}")
+        _choice("GRAND variant", variant, VARIANTS)
         _, _, METHODS = solver_functions()
         for m in (method, adjoint_method):
             if m is not None and m not in METHODS:
                 raise ValueError(f"unknown ODE method {m!r}; choose one of {sorted(METHODS)}")
+        if not 0.0 < float(attention_keep) <= 1.0:
+            raise ValueError(f"attention_keep must lie in (0, 1], got {attention_keep!r}")
+        if eval_time_factor is not None:
+            if not float(eval_time_factor) > 0:
+                raise ValueError(f"eval_time_factor must be positive, got {eval_time_factor!r}")
+            if method not in ("dopri5", "rk4"):
+                raise ValueError(f"eval_time_factor (evaluation past T) supports method dopri5 or rk4, "
+                                 f"as the authors' test integrator; got {method!r}")
         self.variant = variant
         self.hidden_dim = int(hidden_dim)
         self.time = float(time)
@@ -355,15 +475,18 @@ class GRAND(nn.Module):
         self.adjoint_rtol = float(adjoint_rtol) if adjoint_rtol is not None else self.rtol
         self.adjoint_atol = float(adjoint_atol) if adjoint_atol is not None else self.atol
         self.adjoint_step_size = float(adjoint_step_size) if adjoint_step_size is not None else self.step_size
+        self.adjoint_attention_grad = bool(adjoint_attention_grad)
         self.solver_options = dict(solver_options or {})
         self.semi_implicit = bool(semi_implicit)
         self.detach_source = bool(detach_source)
         self.input_dropout = float(input_dropout)
         self.dropout = float(dropout)
         self.augment = bool(augment)
+        self.hard_attention = bool(hard_attention) or variant == "nl-rw"
+        self.attention_keep = float(attention_keep)
+        self.eval_time_factor = None if eval_time_factor is None else float(eval_time_factor)
+        self.eval_max_steps = int(eval_max_steps)
         self.max_num_steps = max_num_steps
-        self.rewire_keep = float(rewire_keep)
-        self.attention_threshold = attention_threshold
         self.reg_names = [n for n, c in (("kinetic_energy", kinetic_energy), ("jacobian_norm2", jacobian_norm2))
                           if c]
         self.reg_coeffs = [float(c) for c in (kinetic_energy, jacobian_norm2) if c]
@@ -374,9 +497,12 @@ class GRAND(nn.Module):
         # ---- graph: [GDC] + self loops
         g = graph
         if variant == "nl-rw" and gdc:
-            from ..rewiring import gdc as _gdc
+            from ..transforms import gdc as _gdc
 
+            # graphode's gdc gives S with rows = targets (in-edges per node); the authors
+            # aggregate into PyG's edge_index[0], i.e. along S's transpose: flip it.
             g = _gdc(g, **gdc)
+            g = Graph.from_edge_index(g.edge_index.flip(0), g.num_nodes)
         # attention uses the structure only (GDC weights, like the authors', are not used)
         g = Graph.from_edge_index(g.edge_index, g.num_nodes).remove_self_loops()
         if self_loop_weight and self_loop_weight > 0:
@@ -385,23 +511,29 @@ class GRAND(nn.Module):
         self.self_loop_weight = float(self_loop_weight or 0.0)
         self._pruned: Optional[Graph] = None
 
-        # ---- layers
+        # ---- layers, created in the authors' order (encoder, decoder, batch norm, attention)
         self.encoder = nn.Linear(in_features, self.hidden_dim)
         self.decoder = nn.Linear(self.hidden_dim, num_classes)
+        self.bn_in = nn.BatchNorm1d(self.hidden_dim) if batch_norm else None
         if variant == "laplacian":
             self.attention = None
             w = torch.ones(g.num_edges)
             if self.self_loop_weight:
                 w = torch.where(g.row == g.col, torch.full_like(w, self.self_loop_weight), w)
-            self.register_buffer("laplacian_weight", g.row_normalize(w), persistent=False)
+            w = g.normalize_weights(w, _choice("laplacian_normalize_over", laplacian_normalize_over,
+                                                ATTENTION_NORMALIZE_OVER))
+            self.register_buffer("laplacian_weight", w, persistent=False)
         else:
-            self.attention = GraphAttention(state_dim, heads, attention_dim, attention_type)
+            self.attention = GraphAttention(state_dim, heads, attention_dim, attention_score, attention_normalize,
+                                            attention_normalize_over, key_bias=key_bias)
         mode = "attention" if variant in ("nl", "nl-rw") else "fixed"
         self.odefunc = GRANDFunc(g, mode, self.attention, source_term=source_term, max_nfe=max_nfe,
                                  backend=backend)
         self.nfe = 0
         self._nfe_after_forward = 0
         self._reg_states: Optional[Sequence[torch.Tensor]] = None
+        self.eval_trace: Optional[List[Tuple[float, torch.Tensor]]] = None
+        self.callbacks = [BestIntegrationTime(self)] if self.eval_time_factor is not None else []
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -420,34 +552,28 @@ class GRAND(nn.Module):
         dev = self.encoder.weight.device
         if self.graph.device != dev:
             self.graph = self.graph.to(dev)
-            self.odefunc.graph = self.graph if self._pruned is None else self._pruned.to(dev)
-            if self._pruned is not None:
-                self._pruned = self._pruned.to(dev)
+            self.odefunc.graph = self.graph
+            self._pruned = None
         return out
 
-    # ------------------------------------------------------------------ rewiring
+    # ------------------------------------------------------------------ hard attention
     @torch.no_grad()
-    def rewire(self, x0: torch.Tensor) -> Graph:
-        """GRAND-nl-rw: drop the edges whose head-mean attention at ``x0`` is below the
-        threshold (self loops kept); returns and installs the pruned graph."""
+    def sample_edges(self, x0: torch.Tensor) -> Tuple[Graph, torch.Tensor]:
+        """The authors' hard attention: ``(kept graph, kept head-mean attention renormalised
+        over each kept group, + 1e-16)``; edges are kept where the head-mean attention at
+        ``x0`` (no gradient) is strictly above its ``1 - attention_keep`` quantile."""
         g = self.graph
         a = self.attention.edge_attention(g, x0).mean(1)
-        loop = g.row == g.col
-        if self.attention_threshold is not None:
-            thr = float(self.attention_threshold)
-            keep = a >= thr
-        else:
-            cand = a[~loop]
-            if cand.numel() == 0 or self.rewire_keep >= 1.0:
-                keep = torch.ones_like(loop)
-            else:
-                thr = torch.quantile(cand.float(), 1.0 - self.rewire_keep)
-                keep = a >= thr
-        keep = keep | loop
-        ei = g.edge_index[:, keep]
-        self._pruned = Graph.from_edge_index(ei, g.num_nodes)
-        self.odefunc.graph = self._pruned
-        return self._pruned
+        threshold = torch.quantile(a, 1.0 - self.attention_keep)
+        keep = a > threshold
+        kept = Graph.from_edge_index(g.edge_index[:, keep], g.num_nodes)  # sorted subset: order kept
+        w = kept.normalize_weights(a[keep], self.attention.normalize_over, eps=1e-16)
+        self._pruned = kept
+        return kept, w
+
+    def rewire(self, x0: torch.Tensor) -> Graph:
+        """GRAND-nl-rw: the graph of :meth:`sample_edges` (kept for inspection)."""
+        return self.sample_edges(x0)[0]
 
     # ------------------------------------------------------------------ solve
     def _options(self, method: str, step_size: float) -> Dict[str, Any]:
@@ -499,11 +625,45 @@ class GRAND(nn.Module):
 
         return operator, field
 
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``decoder(dropout(relu(z)))`` of a solver state ``z`` (augmentation dropped)."""
+        if self.augment:
+            z = z[:, : self.hidden_dim]
+        return self.decoder(F.dropout(F.relu(z), self.dropout, self.training))
+
+    def _eval_past_t(self, x0: torch.Tensor, kw: Dict[str, Any]) -> torch.Tensor:
+        """The authors' early-stop test integration: solve to ``eval_time_factor · T`` (at most
+        ``eval_max_steps`` attempts), keep the logits after each attempt in ``eval_trace``."""
+        from ..solvers import MaxNumStepsError
+
+        odeint, _, _ = solver_functions()
+        rec = _StepRecorder(self.odefunc, adaptive=self.method != "rk4")
+        t_end = self.eval_time_factor * self.time
+        t = torch.tensor([0.0, t_end], dtype=x0.dtype, device=x0.device)
+        kw = dict(kw)
+        if rec.adaptive:
+            kw["options"] = {**kw["options"], "max_num_steps": self.eval_max_steps}
+        try:
+            z = odeint(rec, x0, t, **kw)[1]
+        except MaxNumStepsError:  # the authors stop there and return the current state
+            z = rec.current[1] if rec.current is not None else x0
+        states = list(rec.states)
+        if not rec.adaptive:
+            states.append((t_end, z))
+        self.eval_trace = [(tt, self._decode(y)) for tt, y in states]
+        return z
+
     def _solve(self, x0: torch.Tensor) -> torch.Tensor:
         odeint, odeint_adjoint, _ = solver_functions()
         func = self.odefunc
         t = torch.tensor([0.0, self.time], dtype=x0.dtype, device=x0.device)
         training_regs = self.training and bool(self.reg_names)
+        self.eval_trace = None
+        # hard attention: a sampled graph (and, for GRAND-l, its detached weights) in training
+        sampled = None
+        if self.hard_attention and self.training and self.attention is not None:
+            sampled = self.sample_edges(x0)
+        func.graph = self.graph if sampled is None else sampled[0]
         # Aliases: the vector field sees views of x0 / Ā so that the adjoint's
         # vector-Jacobian products stop there and autograd carries on from them.
         x0_alias = x0.detach() if self.detach_source else x0.view_as(x0)
@@ -512,6 +672,8 @@ class GRAND(nn.Module):
         if func.mode == "fixed":
             if self.variant == "laplacian":
                 w = self.laplacian_weight
+            elif sampled is not None:
+                w = sampled[1]
             else:
                 w = self.attention.edge_attention(self.graph, x0).mean(1)
             w_alias = w.view_as(w)
@@ -519,9 +681,17 @@ class GRAND(nn.Module):
             extra.append(w_alias)
         if func.beta_train is not None and not self.detach_source:
             extra.append(x0_alias)
+        if not self.adjoint_attention_grad:
+            extra = []
         func.nfe = 0
         opts = self._options(self.method, self.step_size)
         kw = dict(method=self.method, rtol=self.rtol, atol=self.atol, options=opts)
+        if self.eval_time_factor is not None and not self.training:
+            z = self._eval_past_t(x0, kw)
+            self.nfe = func.nfe
+            self._nfe_after_forward = func.nfe
+            self._reg_states = None
+            return z
         semi = (self.semi_implicit and self.method in ("implicit_euler", "crank_nicolson")
                 and not training_regs)
         if semi:
@@ -600,21 +770,24 @@ class GRAND(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[N, F]`` node features -> ``[N, C]`` logits."""
         x0 = self.encode(x)
+        if self.bn_in is not None:
+            x0 = self.bn_in(x0)
         if self.augment:
             x0 = torch.cat([x0, torch.zeros_like(x0)], dim=1)
-        if self.variant == "nl-rw" and (self.training or self._pruned is None):
-            self.rewire(x0)
-        z = self._solve(x0)
-        if self.augment:
-            z = z[:, : self.hidden_dim]
-        z = F.relu(z)
-        z = F.dropout(z, self.dropout, self.training)
-        return self.decoder(z)
+        return self._decode(self._solve(x0))
 
 
 # --------------------------------------------------------------------------- builders
 _GDC_KEYS = {"gdc_method": "method", "ppr_alpha": "alpha", "heat_time": "t", "gdc_sparsification": "sparsification",
              "gdc_k": "k", "gdc_threshold": "eps", "gdc_avg_degree": "avg_degree"}
+#: the authors' attention_type names that differ from graphode's
+_SCORE_ALIASES = {"cosine_sim": "cosine"}
+#: GRAND keyword arguments read from the config key of the same name
+_DIRECT = ("hidden_dim", "time", "method", "step_size", "adjoint", "adjoint_method", "adjoint_step_size",
+           "adjoint_attention_grad", "solver_options", "semi_implicit", "detach_source", "heads", "attention_dim",
+           "attention_normalize", "attention_normalize_over", "key_bias", "input_dropout", "dropout",
+           "self_loop_weight", "augment", "batch_norm", "hard_attention", "attention_keep", "laplacian_normalize_over",
+           "eval_time_factor", "eval_max_steps", "kinetic_energy", "jacobian_norm2", "max_nfe", "max_num_steps")
 
 
 def grand_kwargs(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -622,47 +795,33 @@ def grand_kwargs(config: Dict[str, Any]) -> Dict[str, Any]:
     left out take the defaults of the GRAND config schema (:data:`graphode.config.GRAND`).
 
     Tolerances: ``atol = tol_scale * 1e-7``, ``rtol = tol_scale * 1e-9`` (the
-    authors' convention; ``tol_scale_adjoint`` likewise for the backward), unless
-    ``atol`` / ``rtol`` are given.  ``add_source`` is an alias of ``source_term``.
+    authors' convention; ``tol_scale_adjoint`` likewise for the backward, else the
+    forward's), unless ``atol`` / ``rtol`` are given.  ``add_source`` is an alias of
+    ``source_term``; ``attention_score: cosine_sim`` (the authors' name) of ``cosine``.
     """
+    for old, new in (("attention_type", "attention_score"), ("rewire_keep", "attention_keep"),
+                     ("attention_threshold", "attention_keep")):
+        if old in config:
+            raise ValueError(f"GRAND config key {old!r} is now {new!r} (see graphode/configs/grand/cora.yaml)")
     c = GRAND_SCHEMA.with_defaults(config)
     rtol, atol = grand_tolerances(c["tol_scale"])
-    ts_adj = c["tol_scale_adjoint"] if c["tol_scale_adjoint"] is not None else c["tol_scale"]
-    adj_rtol, adj_atol = grand_tolerances(ts_adj)
     source = config.get("source_term")
     if source is None:
         source = config.get("add_source")
-    kw: Dict[str, Any] = {
-        "hidden_dim": int(c["hidden_dim"]),
-        "time": float(c["time"]),
-        "method": c["method"],
-        "step_size": float(c["step_size"]),
-        "rtol": float(c["rtol"]) if c["rtol"] is not None else rtol,
-        "atol": float(c["atol"]) if c["atol"] is not None else atol,
-        "adjoint": bool(c["adjoint"]),
-        "adjoint_method": c["adjoint_method"],
-        "adjoint_rtol": float(c["adjoint_rtol"]) if c["adjoint_rtol"] is not None else adj_rtol,
-        "adjoint_atol": float(c["adjoint_atol"]) if c["adjoint_atol"] is not None else adj_atol,
-        "adjoint_step_size": c["adjoint_step_size"],
-        "solver_options": c["solver_options"],
-        "semi_implicit": bool(c["semi_implicit"]),
-        "detach_source": bool(c["detach_source"]),
-        "heads": int(c["heads"]),
-        "attention_dim": int(c["attention_dim"]),
-        "attention_type": c["attention_type"],
-        "input_dropout": float(c["input_dropout"]),
-        "dropout": float(c["dropout"]),
-        "self_loop_weight": float(c["self_loop_weight"]),
-        "source_term": bool(c["source_term"] if source is None else source),
-        "augment": bool(c["augment"]),
-        "kinetic_energy": float(c["kinetic_energy"]),
-        "jacobian_norm2": float(c["jacobian_norm2"]),
-        "max_nfe": c["max_nfe"],
-        "max_num_steps": c["max_num_steps"],
-        "rewire_keep": float(c["rewire_keep"]),
-        "attention_threshold": c["attention_threshold"],
-        "backend": c["ops_backend"],
-    }
+    kw: Dict[str, Any] = {k: c[k] for k in _DIRECT}
+    kw.update(
+        rtol=float(c["rtol"]) if c["rtol"] is not None else rtol,
+        atol=float(c["atol"]) if c["atol"] is not None else atol,
+        attention_score=_SCORE_ALIASES.get(c["attention_score"], c["attention_score"]),
+        source_term=bool(c["source_term"] if source is None else source),
+        backend=c["ops_backend"],
+    )
+    if c["tol_scale_adjoint"] is not None:  # else the adjoint uses the forward's tolerances
+        adj_rtol, adj_atol = grand_tolerances(c["tol_scale_adjoint"])
+    else:
+        adj_rtol = adj_atol = None
+    kw["adjoint_rtol"] = float(c["adjoint_rtol"]) if c["adjoint_rtol"] is not None else adj_rtol
+    kw["adjoint_atol"] = float(c["adjoint_atol"]) if c["adjoint_atol"] is not None else adj_atol
     if c["gdc"]:  # GDC rewiring (used by GRAND-nl-rw only); gdc: false turns it off
         kw["gdc"] = {v: c[k] for k, v in _GDC_KEYS.items() if c[k] is not None}
     else:

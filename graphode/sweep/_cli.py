@@ -15,7 +15,7 @@ def add_sweep_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model name (grand-l, grand-nl, gcn, ...); "
                    "default: the config's 'model' key")
     p.add_argument("--dataset", default="cora", help="dataset name (default: cora)")
-    p.add_argument("--split", default="public", choices=["public", "random", "geom-gcn", "official"],
+    p.add_argument("--split", default="public", choices=["public", "grand", "random", "geom-gcn", "official"],
                    help="data split each trial trains on (default: public)")
     p.add_argument("--space", default=None,
                    help="search-space YAML: a path or a packaged name (grand, gcn); default: the model's")

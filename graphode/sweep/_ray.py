@@ -89,7 +89,7 @@ def set_threads(n: Optional[float]) -> None:
 
 # --------------------------------------------------------------------------- run_many on Ray
 def _run_one(model_name, dataset, config, index, seeds, split, data_root, epochs, callbacks_factory,
-             checkpoint, resume, threads, targets):
+             checkpoint, resume, threads, targets, split_seed=None):
     """One run of :func:`graphode.train.run_many`, executed as a Ray task.
 
     The dataset is prepared exactly as the sequential loop prepares run
@@ -100,7 +100,7 @@ def _run_one(model_name, dataset, config, index, seeds, split, data_root, epochs
     register_targets(targets)
     from ..train._trainer import _load, run_many
 
-    ds_all = _load(dataset, split, seeds, data_root) if isinstance(dataset, str) else dataset
+    ds_all = _load(dataset, split, seeds, data_root, split_seed) if isinstance(dataset, str) else dataset
     ds = ds_all.split(index % ds_all.num_splits) if ds_all.train_mask.dim() == 2 else ds_all
     cbf = None if callbacks_factory is None else (lambda _i: callbacks_factory(index))
     out = run_many(model_name, ds, config, runs=1, seed=seeds[index], split=split, data_root=data_root,
@@ -116,6 +116,7 @@ def run_many_ray(
     seed: int = 0,
     *,
     split: str = "public",
+    split_seed: Optional[int] = None,
     data_root=None,
     epochs: Optional[int] = None,
     callbacks_factory: Optional[Callable] = None,
@@ -163,7 +164,7 @@ def run_many_ray(
             ck = None if checkpoint is None else (checkpoint if runs == 1 else f"{checkpoint}.run{i}")
             rs = None if resume is None else (resume if runs == 1 else f"{resume}.run{i}")
             ref = task.remote(model_name, ds_arg, config, i, seeds, split, data_root, epochs, callbacks_factory,
-                              ck, rs, cpus_per_run, targets)
+                              ck, rs, cpus_per_run, targets, split_seed)
             refs[ref] = i
         results: List[Optional[Dict[str, Any]]] = [None] * len(seeds)
         pending = list(refs)

@@ -60,8 +60,13 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None,
                    help="dataset name (default: the --config file's 'dataset' key, else cora)")
     p.add_argument("--split", default=None, choices=SPLITS,
-                   help="public Planetoid split or random LCC splits (GRAND protocol); default: the config's "
-                        "'split' key, else public")
+                   help="public: the dataset's published masks (full graph); grand: the largest connected "
+                        "component with GRAND's split drawn once with seed 12345 (the GRAND authors' code, "
+                        "their Table 1; seeds vary the initialisation); random: a random LCC split per seed "
+                        "(GRAND's Table 2 protocol); default: the config's 'split' key, else public")
+    p.add_argument("--split-seed", type=_nonnegative_int, default=None,
+                   help="with --split random: draw one split with this seed for every run (seeds then vary "
+                        "the initialisation only)")
     p.add_argument("--runs", type=_positive_int, default=1, help="number of seeds (default 1)")
     p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the first run; run i uses seed+i")
     p.add_argument("--config", default=None, help="YAML config (default: the packaged one)")
@@ -126,7 +131,7 @@ def resolve_config(args) -> Dict[str, Any]:
         cfg["split"] = args.split
     cfg.setdefault("split", "public")
     flags = {}
-    for key in ("epochs", "method", "device", "layers", "init", "rewiring", "threads"):
+    for key in ("epochs", "method", "device", "layers", "init", "rewiring", "threads", "split_seed"):
         v = getattr(args, key, None)
         if v is not None:
             flags[key] = v
@@ -135,6 +140,9 @@ def resolve_config(args) -> Dict[str, Any]:
     cfg.update(check_config(flags, model, "command line"))
     cfg.update(check_config(parse_set(args.overrides), model, "--set"))
     args.split = cfg["split"]
+    if cfg.get("split_seed") is not None and cfg["split"] != "random":
+        raise ConfigError(f"--split-seed applies to --split random only (got --split {cfg['split']}; "
+                          f"'grand' is the split drawn with seed 12345)")
     return cfg
 
 
@@ -161,7 +169,8 @@ def _check_dataset(args, cfg):
 
     seeds = [args.seed + i for i in range(args.runs)]
     try:
-        return _load(args.dataset, args.split, seeds, args.data_root)
+        extra = {} if cfg.get("split_seed") is None else {"split_seed": cfg["split_seed"]}
+        return _load(args.dataset, args.split, seeds, args.data_root, **extra)
     except DataError:
         raise
     except OSError as e:  # missing files (FileNotFoundError), or a failed download
@@ -201,6 +210,14 @@ def _check_resume(args, cfg) -> None:
             check_checkpoint_matches(load_checkpoint(p), p, cfg["model"], args.dataset)
 
 
+def _split_label(split: str, split_seed=None) -> str:
+    if split == "grand":
+        return "GRAND's split: largest connected component, seed 12345"
+    if split == "random":
+        return "random LCC split per seed" if split_seed is None else f"random LCC split, seed {split_seed}"
+    return f"{split} split"
+
+
 def _fmt(v, spec=".2f", scale=1.0, none="-"):
     return none if v is None else format(v * scale, spec)
 
@@ -230,7 +247,8 @@ def run_train(args) -> int:
             flush=True,
         )
 
-    common = dict(runs=args.runs, seed=args.seed, split=args.split, data_root=args.data_root,
+    common = dict(runs=args.runs, seed=args.seed, split=args.split, split_seed=cfg.get("split_seed"),
+                  data_root=args.data_root,
                   epochs=cfg.get("epochs"), checkpoint=args.checkpoint, resume=args.resume, progress=progress,
                   on_run_end=report)
     if getattr(args, "ray", False):
@@ -241,7 +259,7 @@ def run_train(args) -> int:
     else:
         out = run_many(model, dataset, cfg, **common)
     print(
-        f"{model} on {args.dataset} ({args.split} split), {args.runs} run(s): test accuracy "
+        f"{model} on {args.dataset} ({_split_label(args.split, cfg.get('split_seed'))}), {args.runs} run(s): test accuracy "
         f"{100 * out['mean_test_acc']:.2f} ± {100 * out['std_test_acc']:.2f} % "
         f"(val {100 * out['mean_val_acc']:.2f} %), {_fmt(out['mean_epoch_time_s'], '.3f')} s/epoch, "
         f"NFE {_fmt(out['mean_nfe'], '.1f')}",

@@ -521,11 +521,14 @@ def fit(
 
 
 # --------------------------------------------------------------------------- many seeds
-def _load(name: str, split: str, seeds: Sequence[int], root=None):
+def _load(name: str, split: str, seeds: Sequence[int], root=None, split_seed: Optional[int] = None):
     from ..datasets import load_dataset
 
     if split == "random":
-        return load_dataset(name, root=root, split="random", seed=list(seeds))
+        seed = int(split_seed) if split_seed is not None else list(seeds)
+        return load_dataset(name, root=root, split="random", seed=seed)
+    if split_seed is not None:
+        raise ValueError(f"split_seed applies to split='random' only, got split={split!r}")
     return load_dataset(name, root=root, split=split)
 
 
@@ -556,6 +559,7 @@ def run_many(
     seed: int = 0,
     *,
     split: str = "public",
+    split_seed: Optional[int] = None,
     data_root=None,
     epochs: Optional[int] = None,
     callbacks_factory=None,
@@ -569,8 +573,10 @@ def run_many(
     Run ``i`` seeds everything with ``seed + i`` *before* building the model
     (so initialisations differ between runs and are reproducible), then calls
     :func:`fit`.  ``dataset`` is a :class:`NodeDataset` or a name: a name is
-    loaded with ``split``; for ``split="random"`` each run gets its own random
-    split drawn with its seed (GRAND's protocol).  A dataset with ``[N, S]``
+    loaded with ``split``: ``"public"``, ``"grand"`` (GRAND's code: the largest
+    component and one split drawn with seed 12345) or ``"random"``, where each run
+    gets its own random split drawn with its seed (GRAND's protocol), or all runs
+    the one drawn with ``split_seed``.  A dataset with ``[N, S]``
     masks gives run ``i`` the split ``i mod S``.
 
     ``callbacks_factory(run_index)`` returns the callbacks of a run.
@@ -589,7 +595,8 @@ def run_many(
     config = dict(config or {})
     config["model"] = model_name  # what runs is what is named
     seeds = [int(seed) + i for i in range(int(runs))]
-    ds_all = _load(dataset, split, seeds, data_root) if isinstance(dataset, str) else dataset
+    extra = {} if split_seed is None else {"split_seed": split_seed}
+    ds_all = _load(dataset, split, seeds, data_root, **extra) if isinstance(dataset, str) else dataset
     results = []
     for i, s in enumerate(seeds):
         ds = ds_all.split(i % ds_all.num_splits) if ds_all.train_mask.dim() == 2 else ds_all

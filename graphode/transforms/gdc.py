@@ -39,7 +39,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from .graph import Graph
+from ..graph import Graph
 
 __all__ = ["gdc", "gdc_edge_index", "diffusion_matrix_dense", "transition_matrix", "GDC"]
 
