@@ -250,7 +250,7 @@ def test_print_config_shows_the_resolved_config(capsys):
     cfg = yaml.safe_load(out)
     packaged = load_config(None, "grand-l", "cora")
     assert cfg["hidden_dim"] == 32 and cfg["lr"] == packaged["lr"] and cfg["method"] == packaged["method"]
-    assert cfg["max_nfe"] is None and cfg["semi_implicit"] is True  # schema defaults of unset keys
+    assert cfg["max_num_steps"] is None and cfg["semi_implicit"] is True  # schema defaults of unset keys
     assert abs(cfg["rtol"] - packaged["tol_scale"] * 1e-9) < 1e-15
     assert set(cfg) >= set(GRAND.keys) - {"add_source"}
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from graphode.datasets import GRAND_SPLIT_SEED, SPLIT_PROTOCOLS, load_dataset, random_split
+from graphode import cli
 from graphode.train import _trainer as tr
-from graphode.train._cli import main as train_main
 
 
 def test_protocols_and_seed():
@@ -40,9 +40,10 @@ def test_run_many_split_loading(monkeypatch):
 
 
 def test_cli_split_seed_only_with_random(capsys):
-    with pytest.raises(SystemExit, match="--split-seed applies to --split random only"):
-        train_main(["--model", "grand-l", "--dataset", "cora", "--split", "grand", "--split-seed", "1",
-                    "--epochs", "1"])
+    rc = cli.main(["train", "--model", "grand-l", "--dataset", "cora", "--split", "grand", "--split-seed", "1",
+                   "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--split-seed applies to --split random only" in err[0]
 
 
 def test_random_split_seed_is_fixed_across_runs():
