@@ -94,6 +94,7 @@ __all__ = [
     "build_grand_laplacian",
     "grand_kwargs",
     "solver_functions",
+    "published_accuracy",
 ]
 
 VARIANTS = GRAND_VARIANTS
@@ -114,6 +115,28 @@ def solver_functions():
     from ..solvers import METHODS, odeint, odeint_adjoint
 
     return odeint, odeint_adjoint, METHODS
+
+
+def published_accuracy(model: str, dataset: str, split: str) -> Optional[Dict[str, Any]]:
+    """The GRAND paper's test accuracy for ``model`` on ``dataset`` under the table that
+    ``split`` corresponds to (``grand`` / ``public``: Table 1, ``random``: Table 2), read from
+    ``graphode/configs/papers/grand.yaml``: ``{"mean", "std", "table", "protocol"}``, or None."""
+    import os
+
+    import yaml
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "papers",
+                        "grand.yaml")
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    table = doc["protocol_table"].get(split)
+    if table is None:
+        return None
+    v = doc["tables"][table]["numbers"].get(model, {}).get(dataset)
+    if v is None:
+        return None
+    return {"mean": float(v[0]), "std": float(v[1]), "table": doc["tables"][table]["title"],
+            "protocol": doc["tables"][table]["protocol"]}
 
 
 class MaxNFEError(RuntimeError):

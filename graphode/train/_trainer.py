@@ -441,7 +441,9 @@ class Trainer:
 
     def result(self, epochs: Optional[int] = None) -> Dict[str, Any]:
         """Summary of the run: ``seed``, ``test_acc`` / ``val_acc`` / ``train_acc`` at the best
-        validation epoch, ``best_epoch``, ``epochs`` run, mean ``epoch_time_s`` (training
+        validation epoch, ``best_epoch``, ``best_time`` (the integration time a model's
+        callback found the best at, e.g. GRAND's evaluation past T; else None), ``epochs``
+        run, mean ``epoch_time_s`` (training
         step), mean ``nfe`` (forward) and ``nfe_backward`` per epoch (None when the model
         does not report them), final-epoch accuracies and the per-epoch ``history``."""
         h = self.history
@@ -457,6 +459,7 @@ class Trainer:
             "val_acc": self.best["val_acc"] if h else float("nan"),
             "train_acc": self.best["train_acc"],
             "best_epoch": self.best["epoch"],
+            "best_time": self.best.get("time"),
             "epochs": len(h),
             "epoch_time_s": mean("epoch_time_s"),
             "eval_time_s": mean("eval_time_s"),

@@ -756,7 +756,7 @@ def run_authors(opt, x, edge_index, data: Dict[str, torch.Tensor], num_classes: 
         loss.backward()
         optimizer.step()
         model.resetNFE()
-        return float(loss)
+        return float(loss.detach())
 
     @torch.no_grad()
     def test():
