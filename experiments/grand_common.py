@@ -16,7 +16,6 @@ import sys
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
-import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -26,21 +25,6 @@ if ROOT not in sys.path:
 
 SHARED_DATA = os.environ.get("GRAPHODE_SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "datasets"))
 RESULTS = os.path.join(HERE, "results")
-
-#: Published numbers (mean, std) of the GRAND paper.
-PAPER_TABLE1 = {  # Planetoid public splits, 20 random initialisations
-    ("grand-l", "cora"): (84.7, 0.6), ("grand-l", "citeseer"): (73.3, 0.4), ("grand-l", "pubmed"): (80.4, 0.4),
-    ("grand-nl", "cora"): (83.6, 0.5), ("grand-nl", "citeseer"): (70.8, 1.1), ("grand-nl", "pubmed"): (79.7, 0.3),
-    ("grand-nl-rw", "cora"): (82.9, 0.7), ("grand-nl-rw", "citeseer"): (73.6, 0.3),
-    ("grand-nl-rw", "pubmed"): (81.0, 0.4),
-}
-PAPER_TABLE2 = {  # random LCC splits (100 splits x 20 initialisations)
-    ("grand-l", "cora"): (83.6, 1.0), ("grand-l", "citeseer"): (73.4, 0.5), ("grand-l", "pubmed"): (78.8, 1.7),
-    ("grand-nl", "cora"): (82.3, 1.6), ("grand-nl", "citeseer"): (70.9, 1.0), ("grand-nl", "pubmed"): (77.5, 1.8),
-    ("grand-nl-rw", "cora"): (83.3, 1.3), ("grand-nl-rw", "citeseer"): (74.1, 1.7),
-    ("grand-nl-rw", "pubmed"): (78.1, 2.1),
-}
-
 
 def common_args(desc: str, runs: int = 10) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=desc)
@@ -118,62 +102,6 @@ def run_cell(model: str, dataset: str, split: str, seeds: Iterable[int], config:
     return recs
 
 
-def mean_std(values) -> str:
-    v = 100 * np.asarray(values, dtype=float)
-    return f"{v.mean():.1f} ± {v.std():.1f}" if v.size else "-"
-
-
-def summary_table(records: List[Dict[str, Any]], paper: Dict, title: str) -> str:
-    """Markdown table: measured mean ± std (n runs) beside the paper's numbers."""
-    cells: Dict[tuple, List[Dict[str, Any]]] = {}
-    for r in records:
-        cells.setdefault((r["model"], r["dataset"]), []).append(r)
-    models = sorted({m for m, _ in cells}, key=lambda m: ["grand-l", "grand-nl", "grand-nl-rw"].index(m)
-                    if m in ("grand-l", "grand-nl", "grand-nl-rw") else 9)
-    datasets = sorted({d for _, d in cells})
-    lines = [f"**{title}**", "",
-             "| model | " + " | ".join(f"{d} (measured) | {d} (paper)" for d in datasets) + " |",
-             "| --- | " + " | ".join("---: | ---:" for _ in datasets) + " |"]
-    for m in models:
-        row = [m]
-        for d in datasets:
-            rs = cells.get((m, d), [])
-            if rs:
-                ept = np.mean([r["epoch_time_s"] for r in rs])
-                nfe = [r["nfe"] for r in rs if r.get("nfe") is not None]
-                extra = f" (n={len(rs)}, {ept:.2f} s/ep" + (f", NFE {np.mean(nfe):.0f})" if nfe else ")")
-                row.append(mean_std([r["test_acc"] for r in rs]) + extra)
-            else:
-                row.append("not run")
-            p = paper.get((m, d))
-            row.append(f"{p[0]} ± {p[1]}" if p else "-")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
 def setup_threads(n: Optional[int]) -> None:
     if n:
         torch.set_num_threads(int(n))
-
-
-def table_main(doc: str, split: str, split_label: str, paper: Dict, title: str, out_name: str, argv=None) -> None:
-    """Shared driver of the Table 1 / Table 2 scripts: run (model, dataset) cells on
-    ``split`` and print the summary beside the paper's ``paper`` numbers."""
-    p = common_args(doc.splitlines()[0], runs=10)
-    p.add_argument("--models", nargs="+", default=["grand-l", "grand-nl", "grand-nl-rw"])
-    p.add_argument("--datasets", nargs="+", default=["cora", "citeseer"])
-    args = p.parse_args(argv)
-    from graphode.train._cli import parse_set
-
-    out = args.out or os.path.join(RESULTS, out_name)
-    if not args.summary_only:
-        setup_threads(args.threads)
-        root = data_root(args.data_root)
-        seeds = range(args.seed, args.seed + args.runs)
-        for d in args.datasets:
-            for m in args.models:
-                cfg = config_for(m, d, parse_set(args.overrides))
-                print(f"{m} on {d} ({split_label}), {args.runs} seeds, epochs "
-                      f"{args.epochs or cfg.get('epochs')}", flush=True)
-                run_cell(m, d, split, seeds, cfg, out, root, epochs=args.epochs)
-    print(summary_table(read_jsonl(out), paper, title))

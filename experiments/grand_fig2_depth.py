@@ -92,12 +92,9 @@ def plot(records, png):
         name = "GRAND (RK4, τ=1)" if r["model"].startswith("grand") else {"gcn": "GCN",
                                                                         "gcn-residual": "GCN + residual"}[r["model"]]
         rows.setdefault(name, {}).setdefault(depth, []).append(100 * r["test_acc"])
-    print("| model | " + " | ".join(f"T/layers={d}" for d in sorted({d for v in rows.values() for d in v})) + " |")
-    depths = sorted({d for v in rows.values() for d in v})
-    print("| --- | " + " | ".join("---:" for _ in depths) + " |")
-    for name, v in rows.items():
-        print(f"| {name} | " + " | ".join(
-            f"{np.mean(v[d]):.1f} ± {np.std(v[d]):.1f} (n={len(v[d])})" if d in v else "-" for d in depths) + " |")
+    from report_grand import fig2_table
+
+    print(fig2_table(records))
     try:
         import matplotlib
 

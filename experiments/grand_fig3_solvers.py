@@ -88,18 +88,8 @@ def main(argv=None):
     plot(read_jsonl(out), args.png)
 
 
-def _groups(records, panel):
-    g = {}
-    for r in records:
-        tag = r.get("tag") or ""
-        if not tag.startswith(panel + "|"):
-            continue
-        parts = tag.split("|")
-        m, h = parts[1], parts[2]
-        x = float(parts[3]) if panel == "right" else (None if h == "adaptive" else float(h))
-        label = m if panel == "left" else (f"{m} (τ={h})" if h != "adaptive" else m)
-        g.setdefault(label, {}).setdefault(x, []).append(r)
-    return g
+from report_grand import fig3_groups as _groups  # noqa: E402  (one grouping and table for the script and docs)
+from report_grand import fig3_table as _table  # noqa: E402
 
 
 def plot(records, png):
@@ -119,20 +109,15 @@ def plot(records, png):
     for j, panel in enumerate(panels):
         g = _groups(records, panel)
         print(f"\n{panel} panel ({'step size' if panel == 'left' else 'GDC top-K'}):")
-        print("| method | x | test acc (%) | s/epoch | NFE/forward | runs |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print(_table(records, panel))
         for label, pts in g.items():
             xs, acc, tm = [], [], []
             for x in sorted(pts, key=lambda v: -1 if v is None else v):
                 ok = [r for r in pts[x] if "failed" not in r]
                 if not ok:
-                    print(f"| {label} | {x if x is not None else 'adaptive'} | unstable | - | - | 0 |")
                     continue
                 a = np.array([100 * r["test_acc"] for r in ok])
                 t = np.mean([r["epoch_time_s"] for r in ok])
-                nfe = [r["nfe"] for r in ok if r.get("nfe") is not None]
-                print(f"| {label} | {x if x is not None else 'adaptive'} | {a.mean():.1f} ± {a.std():.1f} | {t:.2f} | "
-                      f"{np.mean(nfe):.0f} | {len(ok)} |")
                 if x is not None:
                     xs.append(x)
                     acc.append(a.mean())

@@ -7,6 +7,7 @@ re-implemented in ``tests/parity/authors_grand.py``) and the paper's numbers in
 
     .venv/bin/python experiments/report_grand.py            # print every block
     .venv/bin/python experiments/report_grand.py grand-table1
+    .venv/bin/python experiments/report_grand.py --write    # fill the blocks of docs/RESULTS.md
 
 Statistics: mean ± standard deviation over the runs (numpy's population std, as
 ``graphode.train.summarize``); "n" is the number of runs (initialisations).
@@ -206,6 +207,114 @@ def hosts() -> str:
             f"times are indicative only).")
 
 
+# --------------------------------------------------------------------------- figures 2-4 (raw files of
+# experiments/grand_fig2_depth.py, grand_fig3_solvers.py, grand_fig4_digits.py)
+FIG2 = os.path.join(RESULTS, "grand_fig2_depth.jsonl")
+FIG3 = os.path.join(RESULTS, "grand_fig3_solvers.jsonl")
+FIG4 = os.path.join(RESULTS, "grand_fig4_digits.json")
+
+
+def _plain_rows(path: str) -> List[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def fig2_table(records: Sequence[dict]) -> str:
+    """Test accuracy (%) per depth: GRAND (RK4, step 1, T = depth) against GCN and GCN + residual."""
+    rows: Dict[str, Dict[int, List[float]]] = {}
+    for r in records:
+        depth = int(float(r["tag"].split("=")[1]))
+        name = "GRAND (RK4, τ=1), T =" if r["model"].startswith("grand") else {
+            "gcn": "GCN, layers =", "gcn-residual": "GCN + residual, layers ="}[r["model"]]
+        rows.setdefault(name, {}).setdefault(depth, []).append(100 * r["test_acc"])
+    depths = sorted({d for v in rows.values() for d in v})
+    out = ["| model | " + " | ".join(str(d) for d in depths) + " |", "|---|" + "---:|" * len(depths)]
+    for name, v in rows.items():
+        out.append(f"| {name} | " + " | ".join(
+            f"{np.mean(v[d]):.1f} ± {np.std(v[d]):.1f} (n={len(v[d])})" if d in v else "–" for d in depths) + " |")
+    return "\n".join(out)
+
+
+def fig3_groups(records, panel):
+    """``{label: {x: [records]}}`` of one panel of Figure 3 (x: step size, or GDC's k)."""
+    g: Dict[str, Dict] = {}
+    for r in records:
+        tag = r.get("tag") or ""
+        if not tag.startswith(panel + "|"):
+            continue
+        parts = tag.split("|")
+        m, h = parts[1], parts[2]
+        x = float(parts[3]) if panel == "right" else (None if h == "adaptive" else float(h))
+        label = m if panel == "left" else (f"{m} (τ={h})" if h != "adaptive" else m)
+        g.setdefault(label, {}).setdefault(x, []).append(r)
+    return g
+
+
+def fig3_table(records: Sequence[dict], panel: str) -> str:
+    """One panel of Figure 3 as a table (method, step size or k, accuracy, time, NFE, runs)."""
+    xname = "step τ" if panel == "left" else "GDC top-k"
+    out = [f"| method | {xname} | test accuracy | s / epoch | NFE / forward | runs |", "|---|---:|---:|---:|---:|---:|"]
+    for label, pts in fig3_groups(records, panel).items():
+        for x in sorted(pts, key=lambda v: -1 if v is None else v):
+            xs = "adaptive" if x is None else f"{x:g}"
+            ok = [r for r in pts[x] if "failed" not in r]
+            if not ok:
+                out.append(f"| {label} | {xs} | unstable (non-finite) | – | – | 0 |")
+                continue
+            a = np.array([100 * r["test_acc"] for r in ok])
+            t = np.mean([r["epoch_time_s"] for r in ok])
+            nfe = [r["nfe"] for r in ok if r.get("nfe") is not None]
+            out.append(f"| {label} | {xs} | {a.mean():.1f} ± {a.std():.1f} | {t:.2f} | "
+                       f"{np.mean(nfe):.0f} | {len(ok)} |")
+    return "\n".join(out)
+
+
+def fig2() -> str:
+    return fig2_table(_plain_rows(FIG2)) if os.path.exists(FIG2) else "not run"
+
+
+def fig3_left() -> str:
+    return fig3_table(_plain_rows(FIG3), "left")
+
+
+def fig3_right() -> str:
+    return fig3_table(_plain_rows(FIG3), "right")
+
+
+def fig4() -> str:
+    """Figure 4 on digit images: GRAND-nl against the constant Laplacian."""
+    if not os.path.exists(FIG4):
+        return "not run"
+    with open(FIG4) as f:
+        res = json.load(f)["results"]
+    a, b = res["grand-nl"], res["grand-laplacian"]
+    la, lb = a["attention"]["layer_mean"], b["attention"]["layer_mean"]
+    rows = [
+        ("pixel accuracy of the held-out digits (%)", f"{100 * a['test_acc']:.1f}", f"{100 * b['test_acc']:.1f}"),
+        ("boundary pixels: a neighbour of the other class (%)", f"{100 * a['boundary_acc']:.1f}",
+         f"{100 * b['boundary_acc']:.1f}"),
+        ("other pixels (%)", f"{100 * a['interior_acc']:.1f}", f"{100 * b['interior_acc']:.1f}"),
+        ("mean edge weight within a class / across the boundary",
+         f"{la['mean_within']:.3f} / {la['mean_across']:.3f} ({la['within_over_across']:.1f}×)",
+         f"{lb['mean_within']:.3f} / {lb['mean_across']:.3f} ({lb['within_over_across']:.2f}×)"),
+        ("share of a boundary pixel's neighbour weight crossing the boundary", f"{la['boundary_cross_share']:.2f}",
+         f"{lb['boundary_cross_share']:.2f}"),
+        ("class separation of x(T)'s first principal component", f"{a['pc1_separation']:.2f}",
+         f"{b['pc1_separation']:.2f}"),
+        ("learned diffusion rate σ(α) (initially 0.5)", f"{a['sigmoid_alpha']:.2f}", f"{b['sigmoid_alpha']:.2f}"),
+    ]
+    with open(FIG4) as f:
+        settings = json.load(f)["settings"]
+    out = ["| held-out digits | GRAND-nl | Laplacian |", "|---|---:|---:|"]
+    out += [f"| {n} | {x} | {y} |" for n, x, y in rows]
+    out.append("")
+    out.append(f"(Input class separation {settings['input_separation']:.2f}; edge weights are the GRAND-nl "
+               f"head-mean attention averaged over the steps, self loops excluded.)")
+    return "\n".join(out)
+
+
 BLOCKS: Dict[str, Callable[[], str]] = {
     "grand-table1": table1,
     "grand-table2": table2,
@@ -213,10 +322,38 @@ BLOCKS: Dict[str, Callable[[], str]] = {
     "grand-variants": variants,
     "grand-seeds": seeds,
     "grand-runs": hosts,
+    "grand-fig2": fig2,
+    "grand-fig3-left": fig3_left,
+    "grand-fig3-right": fig3_right,
+    "grand-fig4": fig4,
 }
 
 
+def fill(text: str, blocks: Dict[str, Callable[[], str]]) -> str:
+    """``text`` with the body of every ``<!-- BEGIN GENERATED: name -->`` ... ``END`` pair whose
+    name is in ``blocks`` replaced by the block's output (until docs/generate.py does this for
+    every document)."""
+    import re
+
+    def body(m):
+        name = m.group(1)
+        if name not in blocks:
+            return m.group(0)
+        return f"<!-- BEGIN GENERATED: {name} -->\n{blocks[name]().strip()}\n<!-- END GENERATED: {name} -->"
+
+    return re.sub(r"<!-- BEGIN GENERATED: ([\w-]+) -->.*?<!-- END GENERATED: \1 -->", body, text, flags=re.S)
+
+
 if __name__ == "__main__":
-    names = sys.argv[1:] or list(BLOCKS)
-    for n in names:
-        print(f"<!-- {n} -->\n{BLOCKS[n]()}\n")
+    args = sys.argv[1:]
+    if args and args[0] == "--write":
+        path = os.path.join(ROOT, "docs", "RESULTS.md")
+        with open(path) as f:
+            text = f.read()
+        new = fill(text, BLOCKS)
+        with open(path, "w") as f:
+            f.write(new)
+        print(f"{path}: {'updated' if new != text else 'unchanged'}")
+    else:
+        for n in args or list(BLOCKS):
+            print(f"<!-- {n} -->\n{BLOCKS[n]()}\n")
