@@ -55,6 +55,13 @@ def set_check_finite(enabled: bool) -> None:
     _check_finite = bool(enabled)
 
 
+def _runs_ops_itself(graph) -> bool:
+    """A graph object that implements the ops itself (``__graphode_ops__ = True``, e.g.
+    :class:`graphode.distributed.DistGraph`, which exchanges halo rows and then calls
+    these ops on its local :class:`Graph`)."""
+    return not isinstance(graph, Graph) and getattr(graph, "__graphode_ops__", False) is True
+
+
 def _check_graph(graph) -> None:
     if not isinstance(graph, Graph):
         raise TypeError(f"expected a graphode.Graph, got {type(graph).__name__}")
@@ -120,6 +127,8 @@ def spmm(graph: Graph, edge_weight: torch.Tensor, x: torch.Tensor, backend: Opti
         ``[N, F]``.  Differentiable in ``edge_weight`` (an SDDMM,
         ``grad_w[e] = <grad_y[i], x[j]>``) and ``x`` (the transposed SpMM).
     """
+    if _runs_ops_itself(graph):
+        return graph.spmm(edge_weight, x, backend=backend)
     _check_graph(graph)
     _check_float("x", x, 2, "[N, F]")
     _check_float("edge_weight", edge_weight, 1, "[E]")
@@ -208,6 +217,8 @@ def edge_attention(
     Returns:
         ``[E, H]`` in the graph's edge order.
     """
+    if _runs_ops_itself(graph):
+        return graph.edge_attention(q, k, scale, backend=backend)
     _check_graph(graph)
     _check_qk(graph, q, k)
     _check_options(graph, q, scale, score, normalize, normalize_over, kernel_params)
@@ -250,6 +261,8 @@ def attention_diffusion(
     Returns:
         ``[N, F]``; a node with no in-edges gets 0.
     """
+    if _runs_ops_itself(graph):
+        return graph.attention_diffusion(q, k, x, scale, backend=backend)
     _check_graph(graph)
     _check_qk(graph, q, k)
     _check_float("x", x, 2, "[N, F]")
