@@ -24,7 +24,7 @@ $(VENV)/.deps: pyproject.toml | $(PY)
 	$(PIP) install -q "setuptools>=64" wheel
 	$(PIP) install -q torch==$(TORCH_VERSION)
 	$(PIP) install -q "triton>=3.0" "numpy>=1.22" "scipy>=1.9" "tqdm>=4.60" "pyyaml>=6.0" \
-	    "pytest>=7" "pytest-benchmark>=4" torchdiffeq==0.2.5 "matplotlib>=3.5" ninja "torch-geometric>=2.4" "ray[tune]>=2.9" "scikit-learn>=1.1"
+	    "pytest>=7" "pytest-benchmark>=4" torchdiffeq==0.2.5 "matplotlib>=3.5" ninja "torch-geometric>=2.4" "ray[tune]>=2.9" "scikit-learn>=1.1" "pymetis>=2023.1"
 	touch $@
 
 # Editable install; builds graphode._C against the torch in the venv.

@@ -1,0 +1,388 @@
+"""Full-batch node classification across ranks: each rank trains on its part.
+
+Every rank holds its owned nodes' features, labels and masks and a
+:class:`~graphode.distributed.DistGraph`; the model (GRAND-l, GRAND-nl,
+GRAND-laplacian or GCN, built by the usual builders) is the same on every rank
+(built from the same seed, then broadcast from rank 0).  An epoch:
+
+* forward on the owned rows (the ops exchange halo rows; adaptive solvers
+  reduce their error norm over ranks, so all ranks take the same steps);
+* loss = (sum of the cross-entropy over the rank's labelled nodes) / (labelled
+  nodes over all ranks), so that the ranks' losses add up to the
+  single-process mean;
+* backward (the ops send halo gradients back), then the parameter gradients
+  are summed over ranks with one ``all_reduce`` (the single-process gradient)
+  and every rank takes the same optimizer step;
+* accuracies from correct counts summed over ranks.
+
+Started by ``graphode train --nproc N`` (N local processes) or by ``torchrun``
+on several machines (see README.md, "Training on several processes").
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..train._trainer import Trainer, seed_everything, summarize, _plain
+from . import _comm
+from .graph import DistGraph
+from .partition import Partition, load_meta, load_part, partition_graph, save_partition
+
+__all__ = [
+    "SUPPORTED_MODELS",
+    "PartDataset",
+    "partition_dataset",
+    "save_dataset_partition",
+    "load_part_dataset",
+    "DistTrainer",
+    "run_many",
+    "launch_train",
+    "run_train_rank",
+]
+
+SUPPORTED_MODELS = ("grand-l", "grand-nl", "grand-laplacian", "gcn")
+_MASKS = ("train_mask", "val_mask", "test_mask")
+
+
+class PartDataset:
+    """One rank's share of a :class:`graphode.datasets.NodeDataset`: the owned rows of
+    ``x``, ``y`` and the masks, the :class:`DistGraph` as ``graph`` and the global
+    ``num_classes`` (what the trainer and the model builders read)."""
+
+    def __init__(self, name: str, graph: DistGraph, x: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor,
+                 val_mask: torch.Tensor, test_mask: torch.Tensor, num_classes: int,
+                 info: Optional[Dict[str, Any]] = None):
+        self.name = name
+        self.graph = graph
+        self.x, self.y = x, y
+        self.train_mask, self.val_mask, self.test_mask = train_mask.bool(), val_mask.bool(), test_mask.bool()
+        self.num_classes = int(num_classes)
+        self.info = dict(info or {})
+        n = graph.num_nodes
+        for k in ("x", "y") + _MASKS:
+            if getattr(self, k).size(0) != n:
+                raise ValueError(f"{k} has {getattr(self, k).size(0)} rows but the rank owns {n} nodes")
+
+    @property
+    def num_nodes(self) -> int:
+        return self.graph.num_nodes
+
+    @property
+    def num_features(self) -> int:
+        return int(self.x.size(1))
+
+    @property
+    def num_splits(self) -> int:
+        return 1 if self.train_mask.dim() == 1 else int(self.train_mask.size(1))
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def split(self, i: int = 0) -> "PartDataset":
+        if self.train_mask.dim() == 1:
+            return self
+        return PartDataset(self.name, self.graph, self.x, self.y, self.train_mask[:, i], self.val_mask[:, i],
+                           self.test_mask[:, i], self.num_classes, {**self.info, "split_index": i})
+
+    def to(self, device) -> "PartDataset":
+        return PartDataset(self.name, self.graph.to(device), self.x.to(device), self.y.to(device),
+                           *(getattr(self, k).to(device) for k in _MASKS), self.num_classes, self.info)
+
+    def __repr__(self) -> str:
+        return f"PartDataset({self.name!r}, {self.graph!r}, features={self.num_features})"
+
+
+# --------------------------------------------------------------------------- partitions of datasets
+def _node_data(ds) -> Dict[str, torch.Tensor]:
+    return {"x": ds.x, "y": ds.y, **{k: getattr(ds, k) for k in _MASKS}}
+
+
+def partition_dataset(ds, num_parts: int, method: str = "metis", seed: int = 0) -> Partition:
+    """:func:`~graphode.distributed.partition.partition_graph` of ``ds.graph``."""
+    return partition_graph(ds.graph, num_parts, method=method, seed=seed)
+
+
+def save_dataset_partition(ds, directory: str, num_parts: int, method: str = "metis", seed: int = 0) -> Dict:
+    """Partition ``ds`` and save it with its features, labels and masks (each part its rows)."""
+    p = partition_dataset(ds, num_parts, method, seed)
+    extra = {"dataset": ds.name, "num_classes": int(ds.num_classes), "num_features": int(ds.x.size(1)),
+             "info": _plain(getattr(ds, "info", {}))}
+    save_partition(p, directory, node_data=_node_data(ds), extra=extra)
+    return load_meta(directory)
+
+
+def _part_dataset(part, meta_extra: Dict[str, Any], group=None, device=None) -> PartDataset:
+    nd = part.node_data
+    missing = [k for k in ("x", "y") + _MASKS if k not in nd]
+    if missing:
+        raise ValueError(f"the partition holds no {missing} (save it with save_dataset_partition or "
+                         f"`graphode partition`)")
+    g = DistGraph(part, group=group, device=device)
+    mv = (lambda t: t.to(device)) if device is not None else (lambda t: t)
+    return PartDataset(meta_extra.get("dataset", "dataset"), g, mv(nd["x"]), mv(nd["y"]),
+                       *(mv(nd[k]) for k in _MASKS), meta_extra["num_classes"], meta_extra.get("info"))
+
+
+def load_part_dataset(directory: str, rank: Optional[int] = None, group=None, device=None) -> PartDataset:
+    """This rank's :class:`PartDataset` from a saved dataset partition (only its file is read)."""
+    meta = load_meta(directory)
+    extra = meta.get("extra") or {}
+    if "num_classes" not in extra:
+        raise ValueError(f"the partition at {directory} holds a graph but no dataset (features, labels, masks)")
+    r = _comm.rank(group) if rank is None else int(rank)
+    return _part_dataset(load_part(directory, r), extra, group, device)
+
+
+def _same_on_all_ranks(t: torch.Tensor, what: str, group=None) -> None:
+    h = int.from_bytes(hashlib.sha1(t.contiguous().numpy().tobytes()).digest()[:7], "little")
+    v = torch.tensor([h, -h], dtype=torch.int64)
+    dist.all_reduce(v, op=dist.ReduceOp.MAX, group=group)
+    if int(v[0]) != h or int(v[1]) != -h:
+        raise RuntimeError(f"the ranks computed different {what}; create the partition once with "
+                           "`graphode partition` and pass --partition DIR")
+
+
+# --------------------------------------------------------------------------- trainer
+def _global_count(mask: torch.Tensor, group) -> int:
+    return int(_comm.all_reduce_sum(mask.sum().reshape(1).to(torch.int64), group).item())
+
+
+class DistTrainer(Trainer):
+    """:class:`graphode.train.Trainer` on one rank's :class:`PartDataset` (see the module
+    docstring).  Checkpoints are per rank (``PATH.rank<r>``)."""
+
+    def __init__(self, model, dataset: PartDataset, config: Dict[str, Any], callbacks: Sequence = (),
+                 seed: int = 0, group=None):
+        if getattr(model, "callbacks", None):
+            raise ValueError("training callbacks of the model (e.g. the deep GCN's gradient-guided rewiring) "
+                             "are not supported across ranks")
+        if not isinstance(dataset.graph, DistGraph):
+            raise TypeError("DistTrainer needs a PartDataset whose graph is a DistGraph")
+        self.group = group
+        self.rank = _comm.rank(group)
+        self.world = _comm.world_size(group)
+        super().__init__(model, dataset, config, callbacks=callbacks, seed=seed)
+        self._broadcast_model()
+        ds = self.dataset
+        self.counts = {k: _global_count(getattr(ds, k), group) for k in _MASKS}
+
+    def _broadcast_model(self) -> None:
+        if self.world > 1:
+            for t in list(self.model.parameters()) + list(self.model.buffers()):
+                dist.broadcast(t.data, 0, group=self.group)
+
+    def seed_rngs(self) -> None:
+        # the same seed everywhere, then each rank its own stream (dropout on different nodes)
+        seed_everything(self.seed)
+        torch.manual_seed(self.seed * 1_000_003 + self.rank)
+
+    def _all_reduce_grads(self) -> None:
+        ps = [p for p in self.model.parameters() if p.requires_grad]
+        if self.world == 1 or not ps:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in ps])
+        _comm.all_reduce_sum(flat, self.group)
+        a = 0
+        for p in ps:
+            p.grad = flat[a:a + p.numel()].view_as(p).clone()
+            a += p.numel()
+
+    def train_step(self, epoch: int) -> Dict[str, float]:
+        import time
+
+        model, ds = self.model, self.dataset
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        logits = model(ds.x)
+        m = ds.train_mask
+        loss_sum = F.cross_entropy(logits[m], ds.y[m], reduction="sum")
+        reg_fn = getattr(model, "regularization_loss", None)
+        if callable(reg_fn) and reg_fn() is not None:
+            raise ValueError("regularisation losses are not supported across ranks")
+        (loss_sum / max(self.counts["train_mask"], 1)).backward()
+        self._all_reduce_grads()
+        self._call("on_after_backward", epoch)
+        self.optimizer.step()
+        t1 = time.perf_counter()
+        total = _comm.all_reduce_sum(loss_sum.detach().reshape(1).double(), self.group)
+        logs = {"loss": float(total) / max(self.counts["train_mask"], 1), "epoch_time_s": t1 - t0}
+        for name in ("nfe", "nfe_backward"):
+            v = getattr(model, name, None)
+            if isinstance(v, (int, float)) and not callable(v):
+                logs[name] = float(v)
+        return logs
+
+    @torch.no_grad()
+    def evaluate(self) -> Dict[str, float]:
+        import time
+
+        model, ds = self.model, self.dataset
+        model.eval()
+        t0 = time.perf_counter()
+        logits = model(ds.x)
+        pred = logits.argmax(-1)
+        vals = []
+        for k in _MASKS:
+            m = getattr(ds, k)
+            vals.append(float((pred[m] == ds.y[m]).sum()))
+        vm = ds.val_mask
+        vals.append(float(F.cross_entropy(logits[vm], ds.y[vm], reduction="sum")) if int(vm.sum()) else 0.0)
+        v = _comm.all_reduce_sum(torch.tensor(vals, dtype=torch.float64), self.group).tolist()
+        out = {}
+        for (k, name), c in zip(zip(_MASKS, ("train_acc", "val_acc", "test_acc")), v[:3]):
+            n = self.counts[k]
+            out[name] = c / n if n else float("nan")
+        out["eval_time_s"] = time.perf_counter() - t0
+        if self.counts["val_mask"]:
+            out["val_loss"] = v[3] / self.counts["val_mask"]
+        return out
+
+    def fit(self, epochs=None, checkpoint=None, resume=None, progress=True):
+        sfx = f".rank{self.rank}"
+        return super().fit(epochs, None if checkpoint is None else checkpoint + sfx,
+                           None if resume is None else resume + sfx, progress and self.rank == 0)
+
+
+def run_many(model_name: str, dataset: PartDataset, config: Optional[Dict[str, Any]] = None, runs: int = 1,
+             seed: int = 0, *, epochs: Optional[int] = None, checkpoint: Optional[str] = None,
+             resume: Optional[str] = None, progress: bool = True,
+             on_run_end: Optional[Callable[[int, Dict[str, Any]], None]] = None, group=None) -> Dict[str, Any]:
+    """:func:`graphode.train.run_many` across ranks (every rank calls it; same result on all)."""
+    from ..models import build
+
+    if model_name not in SUPPORTED_MODELS:
+        raise ValueError(f"model {model_name!r} is not supported across ranks; supported: "
+                         f"{', '.join(SUPPORTED_MODELS)}")
+    config = dict(config or {})
+    config["model"] = model_name
+    if model_name == "gcn" and config.get("rewiring") not in (None, "none", "None", False):
+        raise ValueError("the deep GCN's gradient-guided rewiring is not supported across ranks")
+    results: List[Dict[str, Any]] = []
+    for i in range(int(runs)):
+        s = int(seed) + i
+        ds = dataset.split(i % dataset.num_splits)
+        seed_everything(s)
+        model = build(model_name, ds, config)
+        ck = None if checkpoint is None else (checkpoint if runs == 1 else f"{checkpoint}.run{i}")
+        rs = None if resume is None else (resume if runs == 1 else f"{resume}.run{i}")
+        tr = DistTrainer(model, ds, config, seed=s, group=group)
+        r = tr.fit(epochs=epochs, checkpoint=ck, resume=rs, progress=progress)
+        r = {k: v for k, v in r.items() if k != "history"}
+        results.append(r)
+        if on_run_end is not None:
+            on_run_end(i, r)
+    return {"runs": results, **summarize(results), "config": _plain(config)}
+
+
+# --------------------------------------------------------------------------- command line
+def _load_full(args):
+    from ..train._trainer import _load
+
+    seeds = [int(args.seed) + i for i in range(int(args.runs))]
+    return _load(args.dataset, args.split, seeds, args.data_root)
+
+
+def _strip(argv: Sequence[str], flag: str, has_value: bool = True) -> List[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == flag:
+            skip = has_value
+            continue
+        if a.startswith(flag + "="):
+            continue
+        out.append(a)
+    return out
+
+
+def check_config(model: str, cfg: Dict[str, Any]) -> None:
+    """Reject, before any process starts, what training across ranks does not support."""
+    if model not in SUPPORTED_MODELS:
+        raise ValueError(f"model {model!r} cannot train across ranks; supported: {', '.join(SUPPORTED_MODELS)}")
+    if model.startswith("grand"):
+        from .solvers import check_method
+
+        check_method(cfg.get("method", "dopri5"))
+        if cfg.get("adjoint_method"):
+            check_method(cfg["adjoint_method"])
+        if cfg.get("attention_type", "scaled_dot") != "scaled_dot":
+            raise ValueError("only attention_type 'scaled_dot' is supported across ranks")
+        if cfg.get("kinetic_energy") or cfg.get("jacobian_norm2"):
+            raise ValueError("the kinetic-energy / Jacobian regularisers are not supported across ranks")
+    if model == "gcn" and cfg.get("rewiring") not in (None, "none", "None", False):
+        raise ValueError("the deep GCN's gradient-guided rewiring is not supported across ranks")
+
+
+def launch_train(args, cfg: Dict[str, Any], argv: Sequence[str]) -> int:
+    """``graphode train --nproc N``: partition (unless ``--partition DIR`` exists), then
+    run ``graphode train`` in N local processes (ranks) and wait for them."""
+    from .launch import DistributedJobError, run_local
+
+    nproc = int(args.nproc)
+    check_config(cfg["model"], cfg)
+    part_dir = getattr(args, "partition", None)
+    tmp = None
+    try:
+        if part_dir is None:
+            tmp = part_dir = tempfile.mkdtemp(prefix="graphode-partition-")
+        if not os.path.exists(os.path.join(part_dir, "meta.json")):
+            ds = _load_full(args)
+            method = getattr(args, "partition_method", None) or "metis"
+            meta = save_dataset_partition(ds, part_dir, nproc, method=method, seed=0)
+            print(f"graphode train: {meta['method']} partition of {ds.name} into {nproc} parts: edge cut "
+                  f"{meta['edge_cut']} of {meta['num_edges']} edges ({100 * meta['edge_cut_fraction']:.1f}%), "
+                  f"halo nodes {meta['halo_nodes']}", flush=True)
+        else:
+            meta = load_meta(part_dir)
+            if int(meta["num_parts"]) != nproc:
+                raise ValueError(f"the partition at {part_dir} has {meta['num_parts']} parts but --nproc is {nproc}")
+        child = _strip(_strip(argv, "--nproc"), "--partition") + ["--partition", part_dir]
+        try:
+            run_local([sys.executable, "-m", "graphode", *child], nproc)
+        except DistributedJobError as e:
+            raise SystemExit(f"graphode train: error: {e}") from None
+        return 0
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_train_rank(args, cfg: Dict[str, Any], on_run_end=None) -> Dict[str, Any]:
+    """One rank of ``graphode train`` (under ``torchrun`` or ``--nproc``): every rank
+    returns the same result."""
+    device = cfg.get("device") or "cpu"
+    check_config(cfg["model"], cfg)
+    r, w = _comm.init_process_group(device=torch.device(device))
+    try:
+        part_dir = getattr(args, "partition", None)
+        if part_dir is not None:
+            ds = load_part_dataset(part_dir, r)
+            if ds.graph.num_parts != w:
+                raise ValueError(f"the partition at {part_dir} has {ds.graph.num_parts} parts for {w} ranks")
+        else:  # every rank partitions the (small enough) dataset alike and keeps its part
+            full = _load_full(args)
+            method = getattr(args, "partition_method", None) or "metis"
+            p = partition_dataset(full, w, method=method, seed=0)
+            _same_on_all_ranks(p.assignment, "partitions", None)
+            extra = {"dataset": full.name, "num_classes": int(full.num_classes)}
+            ds = _part_dataset(p.part(r, node_data=_node_data(full)), extra)
+            del full, p
+        return run_many(cfg["model"], ds, cfg, runs=args.runs, seed=args.seed, epochs=cfg.get("epochs"),
+                        checkpoint=args.checkpoint, resume=args.resume,
+                        progress=not args.no_progress and sys.stderr.isatty(), on_run_end=on_run_end)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
