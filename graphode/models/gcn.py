@@ -156,8 +156,9 @@ class GCN(nn.Module):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if not isinstance(graph, Graph):
-            raise TypeError(f"graph must be a graphode.Graph, got {type(graph).__name__}")
+        if not isinstance(graph, Graph) and getattr(graph, "__graphode_ops__", False) is not True:
+            raise TypeError(f"graph must be a graphode.Graph (or a graphode.distributed.DistGraph), "
+                            f"got {type(graph).__name__}")
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
         self.num_layers = int(num_layers)

@@ -108,12 +108,18 @@ _D = GRAND_SCHEMA.defaults()
 _DEFAULT_RTOL, _DEFAULT_ATOL = grand_tolerances(_D["tol_scale"])
 
 
-def solver_functions():
+def solver_functions(graph=None):
     """``(odeint, odeint_adjoint, METHODS)`` used by GRAND (graphode's own solvers).
 
-    The single import point of the ODE solvers in this module."""
+    The single import point of the ODE solvers in this module.  A distributed
+    graph (:class:`graphode.distributed.DistGraph`) supplies its own ``odeint``
+    and ``odeint_adjoint``: the same solvers with the error norm reduced over
+    its ranks."""
     from ..solvers import METHODS, odeint, odeint_adjoint
 
+    own = getattr(graph, "solver_functions", None) if graph is not None and not isinstance(graph, Graph) else None
+    if own is not None:
+        odeint, odeint_adjoint = own()
     return odeint, odeint_adjoint, METHODS
 
 
@@ -279,6 +285,35 @@ class GRANDFunc(nn.Module):
         if self.beta_train is not None:
             f = f + self.beta_train * self.x0
         return f
+
+
+def _check_distributed(graph, variant, method, adjoint_method, normalize, normalize_over, laplacian_over,
+                       batch_norm, hard_attention, eval_time_factor, reg_names) -> None:
+    """What GRAND supports on a distributed graph (one clear error for the rest): what
+    reduces only over a target's in-edges and the rank's own nodes."""
+    if getattr(graph, "__graphode_ops__", False) is not True:
+        raise TypeError(f"graph must be a graphode.Graph or a graphode.distributed.DistGraph, "
+                        f"got {type(graph).__name__}")
+    why = None
+    if variant == "nl-rw" or hard_attention:
+        why = "GRAND-nl-rw / hard attention (GDC and the attention quantile need the whole graph)"
+    elif normalize != "softmax":
+        why = f"attention_normalize={normalize!r} (its shift is a maximum over the whole graph)"
+    elif "source" in (normalize_over, laplacian_over) and variant != "laplacian" or laplacian_over == "source" \
+            and variant == "laplacian":
+        why = "normalisation over a source's out-edges (they lie on other ranks)"
+    elif batch_norm:
+        why = "batch_norm (its statistics are over all nodes)"
+    elif eval_time_factor is not None:
+        why = "eval_time_factor (the early-stop test integrator)"
+    elif reg_names:
+        why = f"the regularisers {reg_names}"
+    if why is not None:
+        raise ValueError(f"{why} is not supported on a distributed graph")
+    from ..distributed.solvers import check_method
+
+    check_method(method)
+    check_method(adjoint_method)
 
 
 class _StepRecorder:
@@ -519,6 +554,11 @@ class GRAND(nn.Module):
 
         # ---- graph: [GDC] + self loops
         g = graph
+        distributed = not isinstance(graph, Graph)
+        if distributed:
+            _check_distributed(graph, variant, method, self.adjoint_method, attention_normalize,
+                               attention_normalize_over, laplacian_normalize_over, batch_norm, self.hard_attention,
+                               self.eval_time_factor, self.reg_names)
         if variant == "nl-rw" and gdc:
             from ..transforms import gdc as _gdc
 
@@ -527,7 +567,8 @@ class GRAND(nn.Module):
             g = _gdc(g, **gdc)
             g = Graph.from_edge_index(g.edge_index.flip(0), g.num_nodes)
         # attention uses the structure only (GDC weights, like the authors', are not used)
-        g = Graph.from_edge_index(g.edge_index, g.num_nodes).remove_self_loops()
+        g = g.structure() if distributed else Graph.from_edge_index(g.edge_index, g.num_nodes)
+        g = g.remove_self_loops()
         if self_loop_weight and self_loop_weight > 0:
             g = g.add_self_loops()
         self.graph = g
@@ -659,7 +700,7 @@ class GRAND(nn.Module):
         ``eval_max_steps`` attempts), keep the logits after each attempt in ``eval_trace``."""
         from ..solvers import MaxNumStepsError
 
-        odeint, _, _ = solver_functions()
+        odeint, _, _ = solver_functions(self.graph)
         rec = _StepRecorder(self.odefunc, adaptive=self.method != "rk4")
         t_end = self.eval_time_factor * self.time
         t = torch.tensor([0.0, t_end], dtype=x0.dtype, device=x0.device)
@@ -677,7 +718,7 @@ class GRAND(nn.Module):
         return z
 
     def _solve(self, x0: torch.Tensor) -> torch.Tensor:
-        odeint, odeint_adjoint, _ = solver_functions()
+        odeint, odeint_adjoint, _ = solver_functions(self.graph)
         func = self.odefunc
         t = torch.tensor([0.0, self.time], dtype=x0.dtype, device=x0.device)
         training_regs = self.training and bool(self.reg_names)

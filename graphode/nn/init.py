@@ -38,6 +38,12 @@ def _degrees(graph: Graph) -> torch.Tensor:
     return torch.bincount(row[not_loop], minlength=graph.num_nodes).to(torch.float64)
 
 
+def _total(graph, value: float) -> float:
+    """``value`` summed over the parts of a distributed graph (``DistGraph.global_sum``);
+    ``value`` itself for a :class:`Graph`."""
+    return float(value) if isinstance(graph, Graph) else graph.global_sum(value)
+
+
 def isometric_bound(graph: Graph, c_prime: Optional[int] = None, variant: str = "paper") -> float:
     """The bound ``b`` of :func:`isometric_` for ``graph`` (a Python float).
 
@@ -48,23 +54,22 @@ def isometric_bound(graph: Graph, c_prime: Optional[int] = None, variant: str = 
             ignored by ``"code"``.
         variant: ``"paper"`` (eq. 14) or ``"code"`` (the authors' code).
     """
-    if not isinstance(graph, Graph):
+    if not isinstance(graph, Graph) and not callable(getattr(graph, "global_sum", None)):
         raise TypeError(f"expected a graphode.Graph, got {type(graph).__name__}")
-    N = graph.num_nodes
+    N = int(_total(graph, graph.num_nodes))
     if N == 0:
         raise ValueError("the graph is empty (0 nodes)")
     if variant == "paper":
         if c_prime is None or int(c_prime) <= 0:
             raise ValueError(f"variant 'paper' needs the output width c_prime > 0, got {c_prime}")
-        s = float((_degrees(graph) + 1.0).sum())  # sum_i (d_i + 1)
+        s = _total(graph, float((_degrees(graph) + 1.0).sum()))  # sum_i (d_i + 1)
         return math.sqrt(3.0 * N * N / (int(c_prime) * s * s))
     if variant == "code":
         g, w = graph.gcn_norm(dtype=torch.float64)
-        rowsum = torch.zeros(N, dtype=torch.float64, device=g.device).index_add_(0, g.row, w)
-        colsum = torch.zeros(N, dtype=torch.float64, device=g.device).index_add_(0, g.col, w)
-        # sum_{i,j} d_i d_j with d_i = 1 + rowsum_i, d_j = 1 + colsum_j (equal for symmetric A)
-        s = float((rowsum + 1.0).sum()) * float((colsum + 1.0).sum())
-        return N / math.sqrt(3.0 * s)
+        # sum_{i,j} d_i d_j with d_i = 1 + rowsum_i, d_j = 1 + colsum_j: both sums are
+        # N + (sum of all entries of Â)
+        total = N + _total(graph, float(w.sum()))
+        return N / math.sqrt(3.0 * total * total)
     raise ValueError(f"unknown isometric variant {variant!r}; choose one of {ISOMETRIC_VARIANTS}")
 
 
