@@ -129,6 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .errors import UserError
 
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc N` starts its ranks with these
     try:
         return int(args.fn(args) or 0)
     except UserError as e:

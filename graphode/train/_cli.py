@@ -92,6 +92,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (file, flags, --set and the schema's defaults) and exit")
+    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                   help="train across N local processes, each on one part of the graph (graphode.distributed; "
+                        "under torchrun the ranks come from torchrun instead)")
+    p.add_argument("--partition", default=None, metavar="DIR",
+                   help="with --nproc or torchrun: the saved partition to train on (`graphode partition`); "
+                        "with --nproc it is created there when missing")
+    p.add_argument("--partition-method", default=None, choices=("metis", "random", "contiguous"),
+                   help="how --nproc / torchrun cut the graph when there is no --partition (default metis)")
     p.add_argument("--ray", action="store_true",
                    help="run the seeds as Ray tasks (graphode.sweep.run_many_ray; same results seed by seed)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start Ray locally)")
@@ -236,7 +244,19 @@ def run_train(args) -> int:
         return 0
     _check_outputs(args)
     _check_resume(args, cfg)
-    dataset = _check_dataset(args, cfg)
+    from ..distributed._comm import is_distributed_env
+
+    rank_env = is_distributed_env()
+    if rank_env or (args.nproc or 1) > 1:  # across processes (graphode.distributed)
+        from ..distributed import train as dtrain
+
+        dtrain.check_config(model, cfg)
+        if not rank_env:  # start the ranks; each runs this command again
+            return dtrain.launch_train(args, cfg, getattr(args, "argv", None) or sys.argv[1:],
+                                       load=lambda: _check_dataset(args, cfg))
+    else:
+        dtrain = None
+    dataset = None if rank_env else _check_dataset(args, cfg)
     progress = not args.no_progress and sys.stderr.isatty()
 
     def report(i, r):
@@ -246,6 +266,12 @@ def run_train(args) -> int:
             f"{_fmt(r['epoch_time_s'], '.3f')} s/epoch, NFE {_fmt(r['nfe'], '.1f')}",
             flush=True,
         )
+
+    if rank_env:
+        main_rank = int(os.environ.get("RANK", "0")) == 0
+        out = dtrain.run_train_rank(args, cfg, load=lambda: _check_dataset(args, cfg),
+                                    on_run_end=report if main_rank else None)
+        return _finish(args, cfg, model, out) if main_rank else 0
 
     common = dict(runs=args.runs, seed=args.seed, split=args.split, split_seed=cfg.get("split_seed"),
                   data_root=args.data_root,
@@ -258,6 +284,11 @@ def run_train(args) -> int:
                            gpus_per_run=args.gpus_per_run, **common)
     else:
         out = run_many(model, dataset, cfg, **common)
+    return _finish(args, cfg, model, out)
+
+
+def _finish(args, cfg: Dict[str, Any], model: str, out: Dict[str, Any]) -> int:
+    """Print the summary of ``out`` and write ``--out``."""
     print(
         f"{model} on {args.dataset} ({_split_label(args.split, cfg.get('split_seed'))}), {args.runs} run(s): test accuracy "
         f"{100 * out['mean_test_acc']:.2f} ± {100 * out['std_test_acc']:.2f} % "

@@ -244,6 +244,11 @@ class Trainer:
         self.finished = False
         self._bad_epochs = 0
 
+    def seed_rngs(self) -> None:
+        """Seed the random generators at the start of a fresh run (distributed trainers
+        give each rank its own dropout stream)."""
+        seed_everything(self.seed)
+
     # ------------------------------------------------------------------ callbacks
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -377,7 +382,7 @@ class Trainer:
             if not resuming:
                 if resume is not None:
                     print(f"graphode.train: no checkpoint at {resume}; starting from scratch", file=sys.stderr)
-                seed_everything(self.seed)
+                self.seed_rngs()
             # On resume, callbacks get on_train_begin first (to attach hooks etc.) and
             # then their saved state, so the checkpoint has the last word.
             self._call("on_train_begin")
