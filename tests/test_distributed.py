@@ -241,3 +241,48 @@ def test_run_local_timeout(tmp_path):
         run_local([sys.executable, "-c", "import time; time.sleep(60)"], 2, timeout=1, echo_rank0=False,
                   log_dir=str(tmp_path))
 
+
+
+# --------------------------------------------------------------------------- command line
+def _cli(*args, timeout=JOB_TIMEOUT):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "graphode", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=os.path.dirname(HERE))
+
+
+def test_train_nproc_cli(tmp_path):
+    """`graphode train --nproc 2`: partitions Cora, trains in 2 ranks, rank 0 reports and writes --out."""
+    out = tmp_path / "r.json"
+    p = _cli("train", "--model", "gcn", "--dataset", "cora", "--nproc", "2", "--epochs", "2", "--no-progress",
+             "--out", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "partition of cora into 2 parts" in p.stdout
+    assert p.stdout.count("run 1/1 seed 0:") == 1, p.stdout  # printed by rank 0 only
+    res = json.loads(out.read_text())
+    assert len(res["runs"]) == 1 and res["runs"][0]["epochs"] == 2 and 0.0 <= res["mean_test_acc"] <= 1.0
+
+
+def test_train_nproc_cli_rejects_unsupported_models():
+    p = _cli("train", "--model", "grand-nl-rw", "--dataset", "cora", "--nproc", "2", timeout=300)
+    assert p.returncode == 2
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines == ["graphode train: error: model 'grand-nl-rw' cannot train across ranks; supported: "
+                     "grand-l, grand-nl, grand-laplacian, gcn"], p.stderr
+
+
+@pytest.mark.slow
+def test_partition_cli_then_torchrun(tmp_path):
+    """`graphode partition` then `torchrun ... -m graphode train --partition DIR` (env:// rendezvous)."""
+    import subprocess
+
+    d = tmp_path / "parts"
+    p = _cli("partition", "--dataset", "cora", "--parts", "2", "--out", str(d))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert sorted(x.name for x in d.iterdir()) == ["meta.json", "part-0.pt", "part-1.pt"]
+    q = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "graphode", "train", "--model", "grand-l", "--dataset", "cora", "--partition", str(d),
+                        "--epochs", "1", "--no-progress"], capture_output=True, text=True, timeout=JOB_TIMEOUT,
+                       cwd=os.path.dirname(HERE), env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert q.returncode == 0, q.stderr[-3000:]
+    assert "grand-l on cora (public split), 1 run(s)" in q.stdout

@@ -144,7 +144,8 @@ class DistGraph:
         return self._derive(self.local, None)
 
     def has_self_loops(self) -> bool:
-        return bool(self.all_reduce_sum(torch.tensor([float((self.row == self.col).any())])).item() > 0)
+        has = torch.tensor([float((self.row == self.col).any())], device=self.device)
+        return bool(self.all_reduce_sum(has).item() > 0)
 
     def remove_self_loops(self) -> "DistGraph":
         keep = self.row != self.col
@@ -192,7 +193,7 @@ class DistGraph:
 
     def global_sum(self, value: float) -> float:
         """A Python float summed over ranks (float64)."""
-        return float(self.all_reduce_sum(torch.tensor([float(value)], dtype=torch.float64)).item())
+        return float(self.all_reduce_sum(torch.tensor([float(value)], dtype=torch.float64, device=self.device)).item())
 
     def solver_functions(self):
         """``(odeint, odeint_adjoint)`` whose error norms are reduced over this graph's

@@ -46,6 +46,8 @@ __all__ = [
     "run_many",
     "launch_train",
     "run_train_rank",
+    "add_partition_args",
+    "run_partition",
 ]
 
 SUPPORTED_MODELS = ("grand-l", "grand-nl", "grand-laplacian", "gcn")
@@ -142,9 +144,9 @@ def load_part_dataset(directory: str, rank: Optional[int] = None, group=None, de
     return _part_dataset(load_part(directory, r), extra, group, device)
 
 
-def _same_on_all_ranks(t: torch.Tensor, what: str, group=None) -> None:
-    h = int.from_bytes(hashlib.sha1(t.contiguous().numpy().tobytes()).digest()[:7], "little")
-    v = torch.tensor([h, -h], dtype=torch.int64)
+def _same_on_all_ranks(t: torch.Tensor, what: str, group=None, device=None) -> None:
+    h = int.from_bytes(hashlib.sha1(t.cpu().contiguous().numpy().tobytes()).digest()[:7], "little")
+    v = torch.tensor([h, -h], dtype=torch.int64, device=device)
     dist.all_reduce(v, op=dist.ReduceOp.MAX, group=group)
     if int(v[0]) != h or int(v[1]) != -h:
         raise RuntimeError(f"the ranks computed different {what}; create the partition once with "
@@ -237,7 +239,7 @@ class DistTrainer(Trainer):
             vals.append(float((pred[m] == ds.y[m]).sum()))
         vm = ds.val_mask
         vals.append(float(F.cross_entropy(logits[vm], ds.y[vm], reduction="sum")) if int(vm.sum()) else 0.0)
-        v = _comm.all_reduce_sum(torch.tensor(vals, dtype=torch.float64), self.group).tolist()
+        v = _comm.all_reduce_sum(torch.tensor(vals, dtype=torch.float64, device=ds.device), self.group).tolist()
         out = {}
         for (k, name), c in zip(zip(_MASKS, ("train_acc", "val_acc", "test_acc")), v[:3]):
             n = self.counts[k]
@@ -362,9 +364,12 @@ def launch_train(args, cfg: Dict[str, Any], argv: Sequence[str]) -> int:
 def run_train_rank(args, cfg: Dict[str, Any], on_run_end=None) -> Dict[str, Any]:
     """One rank of ``graphode train`` (under ``torchrun`` or ``--nproc``): every rank
     returns the same result."""
-    device = cfg.get("device") or "cpu"
+    device = torch.device(cfg.get("device") or "cpu")
+    if device.type == "cuda" and device.index is None:  # one GPU per rank on each machine
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        cfg = {**cfg, "device": str(device)}
     check_config(cfg["model"], cfg)
-    r, w = _comm.init_process_group(device=torch.device(device))
+    r, w = _comm.init_process_group(device=device)
     try:
         part_dir = getattr(args, "partition", None)
         if part_dir is not None:
@@ -375,7 +380,7 @@ def run_train_rank(args, cfg: Dict[str, Any], on_run_end=None) -> Dict[str, Any]
             full = _load_full(args)
             method = getattr(args, "partition_method", None) or "metis"
             p = partition_dataset(full, w, method=method, seed=0)
-            _same_on_all_ranks(p.assignment, "partitions", None)
+            _same_on_all_ranks(p.assignment, "partitions", None, device)
             extra = {"dataset": full.name, "num_classes": int(full.num_classes)}
             ds = _part_dataset(p.part(r, node_data=_node_data(full)), extra)
             del full, p
@@ -386,3 +391,33 @@ def run_train_rank(args, cfg: Dict[str, Any], on_run_end=None) -> Dict[str, Any]
         if dist.is_initialized():
             dist.destroy_process_group()
 
+
+
+# --------------------------------------------------------------------------- graphode partition
+def add_partition_args(parser):
+    """Options of ``graphode partition``."""
+    p = parser
+    p.add_argument("--dataset", required=True, help="dataset name (as for graphode train)")
+    p.add_argument("--parts", type=int, required=True, help="number of parts (= ranks of the training job)")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to write meta.json and part-<r>.pt to")
+    p.add_argument("--method", default="metis", choices=("metis", "random", "contiguous"),
+                   help="METIS (pymetis; random parts when it is missing), random or contiguous parts")
+    p.add_argument("--split", default="public", choices=["public", "random", "geom-gcn", "official"],
+                   help="the split whose masks the parts hold (as graphode train --split)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (random splits; METIS seed)")
+    p.add_argument("--runs", type=int, default=1, help="random splits: one mask column per run (as graphode train)")
+    p.add_argument("--data-root", default=None, help="where the dataset files are")
+    return p
+
+
+def run_partition(args) -> int:
+    """``graphode partition``: cut a dataset's graph and save one file per part."""
+    if args.parts < 1:
+        print(f"graphode partition: error: --parts must be >= 1, got {args.parts}", file=sys.stderr)
+        return 2
+    ds = _load_full(args)
+    meta = save_dataset_partition(ds, args.out, args.parts, method=args.method, seed=args.seed)
+    print(f"{meta['method']} partition of {ds.name} ({meta['num_nodes']} nodes, {meta['num_edges']} edges) into "
+          f"{meta['num_parts']} parts: edge cut {meta['edge_cut']} ({100 * meta['edge_cut_fraction']:.1f}% of the "
+          f"edges), owned nodes {meta['owned_nodes']}, halo nodes {meta['halo_nodes']}; wrote {args.out}")
+    return 0
