@@ -1,4 +1,4 @@
-"""Command line: ``graphode {run,train,demo,info,bench,sweep}`` (also ``python -m graphode``)."""
+"""Command line: ``graphode {run,train,partition,demo,info,bench,sweep}`` (also ``python -m graphode``)."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .distributed.train import add_partition_args, run_partition
     from .sweep import add_sweep_args, run_sweep
     from .train._cli import add_train_args, run_train
 
@@ -100,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("train", "train a model (GRAND variants, deep GCN, baselines)")
     add_train_args(s)
     s.set_defaults(fn=run_train)
+
+    s = command("partition", "cut a dataset's graph into parts for training across processes "
+                             "(graphode train --partition DIR, torchrun)")
+    add_partition_args(s)
+    s.set_defaults(fn=run_partition)
 
     s = command("sweep", "hyperparameter sweep on Ray Tune (ASHA), locally or on a Ray cluster")
     add_sweep_args(s)
