@@ -218,7 +218,8 @@ def edge_attention(
         ``[E, H]`` in the graph's edge order.
     """
     if _runs_ops_itself(graph):
-        return graph.edge_attention(q, k, scale, backend=backend)
+        return graph.edge_attention(q, k, scale, score=score, normalize=normalize, normalize_over=normalize_over,
+                                    kernel_params=kernel_params, backend=backend)
     _check_graph(graph)
     _check_qk(graph, q, k)
     _check_options(graph, q, scale, score, normalize, normalize_over, kernel_params)
@@ -262,7 +263,8 @@ def attention_diffusion(
         ``[N, F]``; a node with no in-edges gets 0.
     """
     if _runs_ops_itself(graph):
-        return graph.attention_diffusion(q, k, x, scale, backend=backend)
+        return graph.attention_diffusion(q, k, x, scale, score=score, normalize=normalize,
+                                         normalize_over=normalize_over, kernel_params=kernel_params, backend=backend)
     _check_graph(graph)
     _check_qk(graph, q, k)
     _check_float("x", x, 2, "[N, F]")
