@@ -117,6 +117,22 @@ def check_ops(rep: Report, g, part):
     y32 = ops.attention_diffusion(g, q.float(), k.float(), x.float())
     yl32 = ops.attention_diffusion(dg, q[nodes].float(), k[nodes].float(), x[nodes].float())
     rep.check("attention_diffusion float32", yl32, y32[nodes], 1e-5)
+    # the attention options that are local to a target's row pass through (cosine, exp_kernel)
+    for score in ("cosine", "exp_kernel"):
+        kp = torch.tensor([1.3, 0.7], dtype=torch.float64) if score == "exp_kernel" else None
+        kps = None if kp is None else kp.clone().requires_grad_()
+        qs, ks, xs = q.clone().requires_grad_(), k.clone().requires_grad_(), x.clone().requires_grad_()
+        y = ops.attention_diffusion(g, qs, ks, xs, score=score, kernel_params=kps)
+        (y * gy).sum().backward()
+        kpl = None if kp is None else kp.clone().requires_grad_()
+        ql, kl, xl = (t[nodes].clone().requires_grad_() for t in (q, k, x))
+        yl = ops.attention_diffusion(dg, ql, kl, xl, score=score, kernel_params=kpl)
+        (yl * gy[nodes]).sum().backward()
+        rep.check(f"attention_diffusion {score}", yl, y[nodes], TOL64)
+        for name, gl, gs in (("q", ql, qs), ("k", kl, ks), ("x", xl, xs)):
+            rep.check(f"attention_diffusion {score} grad {name}", gl.grad, gs.grad[nodes], TOL64)
+        if kp is not None:  # a parameter shared by all ranks: its gradient is the sum of theirs
+            rep.check(f"attention_diffusion {score} grad kernel_params", grads_sum([kpl.grad]), kps.grad, TOL64)
     st = dg.plan.stats
     rep.data["halo"] = {"owned": dg.num_nodes, "halo": dg.num_halo, **st}
 
@@ -143,6 +159,15 @@ def check_solve(rep: Report, g, part):
     # rounding of sums taken in another order (owned sources first, then the halo's) shows
     # in it at ~1e-7 relative, and in the proposed step sizes at the same level.
     rep.check("dopri5 step sizes", torch.tensor(res.stats.step_sizes), torch.tensor(one.stats.step_sizes), 1e-5)
+    # a user's controller (PI coefficients, no norm of its own) gets the reducing norm
+    opts = lambda: {"controller": graphode.solvers.PIController(pcoeff=0.3, icoeff=0.4)}  # noqa: E731
+    one = graphode.solvers.solve(lambda t, y: ops.spmm(gs, wg, y) - y, x0, t, method="bosh3", rtol=1e-6,
+                                 atol=1e-8, options=opts())
+    res = dsolvers.solve(lambda t, y: ops.spmm(dgs, wl, y) - y, x0[part.nodes], t, method="bosh3", rtol=1e-6,
+                         atol=1e-8, options=opts())
+    rep.check("bosh3 PI controller solution", res.ys, one.ys[:, part.nodes], 1e-8)
+    rep.equal("bosh3 PI controller nfe", res.stats.nfe, one.stats.nfe)
+    rep.equal("bosh3 PI controller rejected", res.stats.n_rejected, one.stats.n_rejected)
 
 
 def _grand_pair(g, part, variant, **kw):

@@ -162,6 +162,31 @@ def test_distgraph_rejects_wrong_rows():
         ops.spmm(dg, torch.ones(dg.num_edges), torch.ones(99, 2))
 
 
+def test_distgraph_rejects_attention_options_that_span_ranks():
+    g = graphode.power_law_graph(100, 500, seed=0)
+    dg = DistGraph(partition_graph(g, 1, method="random").part(0))
+    q = torch.randn(100, 2, 3)
+    with pytest.raises(ValueError, match="normalize_over='source' is not supported on a DistGraph"):
+        ops.edge_attention(dg, q, q, normalize_over="source")
+    with pytest.raises(ValueError, match="normalize='squareplus' is not supported on a DistGraph"):
+        ops.attention_diffusion(dg, q, q, torch.randn(100, 4), normalize="squareplus")
+
+
+def test_distributed_solver_rejects_non_reducing_norms():
+    from graphode.distributed import solvers as ds
+
+    f = lambda t, y: -y  # noqa: E731
+    y0, t = torch.ones(3), torch.tensor([0.0, 1.0])
+    with pytest.raises(ValueError, match="a custom norm is not supported across ranks"):
+        ds.odeint(f, y0, t, options={"norm": lambda x: x.abs().max()})
+    with pytest.raises(ValueError, match="the controller's norm must reduce over ranks"):
+        ds.odeint(f, y0, t, options={"controller": graphode.solvers.PIController(norm=graphode.solvers.rms_norm)})
+    with pytest.raises(ValueError, match="method 'implicit_adams' is not supported across ranks"):
+        ds.odeint(f, y0, t, method="implicit_adams")
+    # one process: the reducing norm is the plain RMS norm
+    torch.testing.assert_close(ds.odeint(f, y0, t), graphode.solvers.odeint(f, y0, t))
+
+
 def test_grand_rejects_what_is_not_distributed():
     from graphode.models import GRAND
 

@@ -218,6 +218,15 @@ class DistGraph:
             raise ValueError(f"{name} has {t.size(0) if t.dim() else 0} rows but rank {self.rank} owns "
                              f"{self.num_nodes} nodes (pass the owned rows only)")
 
+    def _check_options(self, options) -> None:
+        # both group or shift over edges that other ranks hold
+        if options.get("normalize_over", "target") != "target":
+            raise ValueError("normalize_over='source' is not supported on a DistGraph: a source's out-edges lie on "
+                             "the ranks that own their targets (each rank holds complete in-edge rows only)")
+        if options.get("normalize", "softmax") != "softmax":
+            raise ValueError(f"normalize={options['normalize']!r} is not supported on a DistGraph: its shift is one "
+                             "maximum over all edges of the graph")
+
     # ------------------------------------------------------------------ ops
     def spmm(self, edge_weight: torch.Tensor, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
         """:func:`graphode.ops.spmm` over the owned rows (``edge_weight`` ``[num_edges]`` local)."""
@@ -227,9 +236,11 @@ class DistGraph:
 
     def edge_attention(self, q: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None,
                        backend: Optional[str] = None, **options) -> torch.Tensor:
-        """:func:`graphode.ops.edge_attention` of the local edges ``[num_edges, H]``."""
+        """:func:`graphode.ops.edge_attention` of the local edges ``[num_edges, H]`` (``options``:
+        ``score``, ``kernel_params``, ... as there; per-target normalisation only)."""
         self._check("q", q)
         self._check("k", k)
+        self._check_options(options)
         (k_ext,) = self.exchange(k)
         return ops.edge_attention(self.local, self._pad(q), k_ext, scale, backend=backend, **options)
 
@@ -240,6 +251,7 @@ class DistGraph:
         self._check("q", q)
         self._check("k", k)
         self._check("x", x)
+        self._check_options(options)
         if k.dtype == x.dtype:
             k_ext, x_ext = self.exchange(k, x)
         else:

@@ -2,14 +2,16 @@
 
 An adaptive solver accepts or rejects a step from the norm of the scaled
 error estimate; every rank must take the same decision, and the same one as a
-single process holding the whole state.  Here the norm is the RMS over all
-ranks' elements (one ``all_reduce`` of a sum of squares and a count per
-norm), so step sizes, accepted/rejected steps and NFE are those of the
-single-process solve (up to the rounding of the sums).
+single process holding the whole state.  Here the norm is the solvers'
+:class:`~graphode.solvers.RMSNorm` with its ``all_reduce`` hook (one
+``all_reduce`` of a sum of squares and a count per norm), so step sizes,
+accepted/rejected steps and NFE are those of the single-process solve (up to
+the rounding of sums taken in another order).
 
 :func:`odeint`, :func:`solve` and :func:`odeint_adjoint` take the arguments of
-:mod:`graphode.solvers` plus ``group`` and hand the solving to it, with the
-norm set through the solver's ``norm`` option (no second solver loop).
+:mod:`graphode.solvers` plus ``group`` and hand the solving to it, the norm
+given to the step-size controller (the ``controller`` option's, or the
+``norm`` option it takes by default); there is no second solver loop.
 Supported methods: the explicit Runge–Kutta family (adaptive and fixed grid),
 whose only reductions over the state are the norms.
 
@@ -27,6 +29,8 @@ tensors: their norm is taken over all ranks' elements.
 """
 from __future__ import annotations
 
+import copy
+import functools
 from contextlib import contextmanager
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -34,9 +38,11 @@ import torch
 from torch import nn
 
 from .. import solvers as _solvers
+from ..solvers import RMSNorm
 from . import _comm
 
-__all__ = ["GlobalRMSNorm", "AdjointNorm", "odeint", "odeint_adjoint", "solve", "check_method"]
+__all__ = ["global_rms_norm", "AdjointNorm", "odeint", "odeint_adjoint", "solve", "check_method",
+           "solver_functions"]
 
 
 # --------------------------------------------------------------------------- norms
@@ -45,20 +51,14 @@ def _sumsq(x: torch.Tensor) -> torch.Tensor:
         torch.zeros((), dtype=torch.float64, device=x.device)
 
 
-class GlobalRMSNorm:
-    """``sqrt(sum over ranks of sum x² / total element count)``: the RMS norm of the
-    state that is split over the ranks of ``group`` (one ``all_reduce`` per call)."""
+def global_rms_norm(group=None) -> RMSNorm:
+    """The solvers' :class:`~graphode.solvers.RMSNorm` with its ``all_reduce`` hook summing
+    ``[Σ x², n]`` over the ranks of ``group``: the RMS norm of the whole split state."""
+    return RMSNorm(all_reduce=functools.partial(_comm.all_reduce_sum, group=group))
 
-    def __init__(self, group=None):
-        self.group = group
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError("distributed solving supports a single tensor state (not a tuple)")
-        v = torch.stack([_sumsq(x), torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device)])
-        _comm.all_reduce_sum(v, self.group)
-        return (v[0] / v[1]).sqrt().to(x.real.dtype if x.is_complex() else x.dtype) if float(v[1]) else \
-            x.new_zeros(())
+def _is_reducing(norm) -> bool:
+    return isinstance(norm, RMSNorm) and norm.all_reduce is not None
 
 
 class AdjointNorm:
@@ -89,7 +89,7 @@ class AdjointNorm:
         if not self.seminorm:
             for p, r in zip(prm, self.replicated):
                 if r and p.numel():
-                    out = torch.maximum(out, _solvers.rms_norm(p).to(torch.float64))
+                    out = torch.maximum(out, _solvers.rms_norm(p).to(torch.float64))  # same on every rank
         return out.to(y.dtype)
 
 
@@ -108,12 +108,24 @@ def check_method(method) -> str:
 
 
 def _options(options, group) -> Dict[str, Any]:
+    """The user's options with the error norm reduced over ``group`` (the controller's
+    own norm, or the ``norm`` option the controller takes by default)."""
     opts = dict(options or {})
-    n = opts.get("norm")
-    if n is not None and not isinstance(n, GlobalRMSNorm):
+    norm = opts.pop("norm", None)
+    if norm is not None and not _is_reducing(norm):
         raise ValueError("a custom norm is not supported across ranks: the error norm is the RMS over all "
-                         "ranks' elements (graphode.distributed.solvers.GlobalRMSNorm)")
-    opts["norm"] = GlobalRMSNorm(group)
+                         "ranks' elements (graphode.distributed.solvers.global_rms_norm)")
+    ctrl = opts.get("controller")
+    if ctrl is not None and getattr(ctrl, "norm", None) is not None:
+        if not _is_reducing(ctrl.norm):
+            raise ValueError("the controller's norm must reduce over ranks (RMSNorm(all_reduce=...)); leave it "
+                             "unset and graphode.distributed sets one")
+    elif ctrl is not None:
+        ctrl = copy.copy(ctrl)
+        ctrl.norm = global_rms_norm(group)
+        opts["controller"] = ctrl
+    else:
+        opts["norm"] = norm if norm is not None else global_rms_norm(group)
     return opts
 
 
@@ -223,6 +235,10 @@ def odeint_adjoint(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=No
     user = adjoint_options.pop("norm", None)
     if user is not None and user != "seminorm":
         raise ValueError("a custom adjoint norm is not supported across ranks (use the default or 'seminorm')")
+    actrl = adjoint_options.get("controller")
+    if actrl is not None and getattr(actrl, "norm", None) is not None:
+        raise ValueError("an adjoint controller with its own norm is not supported across ranks; leave its norm "
+                         "unset")
     world = _comm.world_size(group)
     shares = _comm.share_grad(rep, world) if rep else ()
     field = _ReplicatedField(func, slots, shares, group)
