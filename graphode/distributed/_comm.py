@@ -125,41 +125,34 @@ class HaloPlan:
             dist.all_to_all_single(out, inp, out_splits, in_splits, group=self.group)
 
     def gather_halo(self, xs: Sequence[torch.Tensor]) -> List[torch.Tensor]:
-        """Forward: ``[x_own; x_halo]`` (``[n_own + n_halo, ...]``) for each owned ``x``."""
+        """Forward: ``[x_own; x_halo]`` (``[n_own + n_halo, ...]``) for each owned ``x``.
+
+        One ``all_to_all_single`` per tensor, received straight into the halo rows
+        of the result (no receive buffer, no copies of it); only one tensor's send
+        buffer ``[S, width]`` exists at a time."""
         n_own, n_halo = self.num_owned, self.num_halo
-        flat = [x.reshape(n_own, -1) for x in xs]
-        widths = [f.size(1) for f in flat]
-        ext = [x.new_empty((n_own + n_halo,) + tuple(x.shape[1:])) for x in xs]
-        for e, x in zip(ext, xs):
-            e[:n_own].copy_(x)
-        if len(xs) == 1:
-            send = flat[0].index_select(0, self.send_index)
-            recv = ext[0].view(n_own + n_halo, -1)[n_own:]
-            self._a2a(recv, send, self.recv_counts, self.send_counts, "forward")
-        else:
-            send = torch.cat([f.index_select(0, self.send_index) for f in flat], 1)
-            recv = send.new_empty((n_halo, sum(widths)))
-            self._a2a(recv, send, self.recv_counts, self.send_counts, "forward")
-            a = 0
-            for e, w in zip(ext, widths):
-                e.view(n_own + n_halo, -1)[n_own:].copy_(recv[:, a:a + w])
-                a += w
-        return ext
+        out = []
+        for x in xs:
+            ext = x.new_empty((n_own + n_halo,) + tuple(x.shape[1:]))
+            ext[:n_own].copy_(x)
+            send = x.reshape(n_own, -1).index_select(0, self.send_index)
+            self._a2a(ext.view(n_own + n_halo, -1)[n_own:], send, self.recv_counts, self.send_counts, "forward")
+            del send
+            out.append(ext)
+        return out
 
     def scatter_halo_grad(self, grads: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """Backward: each ``[n_own + n_halo, ...]`` gradient -> ``[n_own, ...]`` with the
         halo rows' gradients sent back to (and accumulated by) their owners."""
         n_own = self.num_owned
-        flat = [g.reshape(g.size(0), -1) for g in grads]
-        widths = [f.size(1) for f in flat]
-        halo = torch.cat([f[n_own:] for f in flat], 1) if len(flat) > 1 else flat[0][n_own:].contiguous()
-        back = halo.new_empty((self.num_send, sum(widths)))
-        self._a2a(back, halo, self.send_counts, self.recv_counts, "backward")
-        out, a = [], 0
-        for g, f, w in zip(grads, flat, widths):
-            own = torch.index_add(f[:n_own], 0, self.send_index, back[:, a:a + w])
+        out = []
+        for g in grads:
+            f = g.reshape(g.size(0), -1).contiguous()
+            back = f.new_empty((self.num_send, f.size(1)))
+            self._a2a(back, f[n_own:], self.send_counts, self.recv_counts, "backward")
+            own = torch.index_add(f[:n_own], 0, self.send_index, back)
+            del back
             out.append(own.view((n_own,) + tuple(g.shape[1:])))
-            a += w
         return out
 
 
@@ -180,10 +173,8 @@ class _HaloExchange(torch.autograd.Function):
 
 
 def halo_exchange(plan: HaloPlan, *xs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-    """``[x; halo rows of x]`` for each owned ``x`` (one ``all_to_all_single`` for all of
-    them); differentiable: the backward sends the halo rows' gradients to their owners."""
-    if len({x.dtype for x in xs}) != 1:
-        raise ValueError(f"halo_exchange: tensors of one dtype expected, got {[x.dtype for x in xs]}")
+    """``[x; halo rows of x]`` for each owned ``x`` (an ``all_to_all_single`` each);
+    differentiable: the backward sends the halo rows' gradients to their owners."""
     for x in xs:
         if x.size(0) != plan.num_owned:
             raise ValueError(f"halo_exchange: a tensor has {x.size(0)} rows but this rank owns {plan.num_owned} nodes")

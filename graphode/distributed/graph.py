@@ -3,8 +3,8 @@
 A rank owns ``n_own`` nodes and all their in-edges; the sources of those
 edges owned by other ranks are its halo (see
 :mod:`graphode.distributed.partition`).  Each op exchanges the halo rows of
-its per-node inputs (``x``; ``k`` and ``x`` for attention, packed into one
-``all_to_all_single``), runs the ordinary op of :mod:`graphode.ops` (the fused
+its per-node inputs (``x``; ``k`` and ``x`` for attention) with
+``all_to_all_single``, runs the ordinary op of :mod:`graphode.ops` (the fused
 backends) on the local graph of ``n_own + n_halo`` nodes, and returns the
 owned rows.  The backward sends the halo rows' gradients back to their owners,
 which add them to their own.  Results equal the single-process ops on the
@@ -247,14 +247,11 @@ class DistGraph:
     def attention_diffusion(self, q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, scale: Optional[float] = None,
                             backend: Optional[str] = None, **options) -> torch.Tensor:
         """:func:`graphode.ops.attention_diffusion` over the owned rows (``k`` and ``x``
-        exchanged together)."""
+        exchanged)."""
         self._check("q", q)
         self._check("k", k)
         self._check("x", x)
         self._check_options(options)
-        if k.dtype == x.dtype:
-            k_ext, x_ext = self.exchange(k, x)
-        else:
-            (k_ext,), (x_ext,) = self.exchange(k), self.exchange(x)
+        k_ext, x_ext = self.exchange(k, x)
         y = ops.attention_diffusion(self.local, self._pad(q), k_ext, x_ext, scale, backend=backend, **options)
         return y[: self.num_nodes]

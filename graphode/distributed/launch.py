@@ -101,10 +101,19 @@ def _end(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
             p.wait()
 
 
+def _limit_memory(nbytes: int):
+    def preexec():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
+
+    return preexec
+
+
 def run_local(argv: Sequence[str], nproc: int, *, timeout: Optional[float] = None,
               collective_timeout: Optional[float] = None, env: Optional[Dict[str, str]] = None,
               cwd: Optional[str] = None, echo_rank0: bool = True, log_dir: Optional[str] = None,
-              poll: float = 0.05) -> List[int]:
+              poll: float = 0.05, mem_limit: Optional[int] = None) -> List[int]:
     """Run ``argv`` as ranks ``0 .. nproc-1`` of one job on this machine.
 
     Args:
@@ -116,6 +125,9 @@ def run_local(argv: Sequence[str], nproc: int, *, timeout: Optional[float] = Non
             goes to log files, whose tail is shown when they fail).
         log_dir: where the ranks' logs go (default: a temporary directory, removed
             when the job succeeds).
+        mem_limit: address-space limit of each rank in bytes (``RLIMIT_AS``), so that a
+            rank that runs out fails with an allocation error instead of the machine
+            running short.
 
     Returns:
         the exit status of every rank (all 0).
@@ -145,7 +157,8 @@ def run_local(argv: Sequence[str], nproc: int, *, timeout: Optional[float] = Non
                 errpath = os.path.join(logs, f"rank{r}.err")
                 err = open(errpath, "wb")
                 files += [out, err]
-            p = subprocess.Popen(list(argv), env=e, cwd=cwd, stdout=out, stderr=err, start_new_session=True)
+            p = subprocess.Popen(list(argv), env=e, cwd=cwd, stdout=out, stderr=err, start_new_session=True,
+                                 preexec_fn=None if mem_limit is None else _limit_memory(int(mem_limit)))
             p.errpath = errpath  # type: ignore[attr-defined]
             procs.append(p)
         deadline = None if timeout is None else time.monotonic() + float(timeout)
