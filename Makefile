@@ -11,7 +11,7 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 CSRC := $(shell find csrc -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) 2>/dev/null)
 
-.PHONY: all install test test-all run bench bench-smoke bench-scale bench-readme bench-quick cmake-test clean distclean
+.PHONY: all install test test-all run bench bench-smoke bench-scale bench-dist bench-readme bench-quick cmake-test clean distclean
 
 all: install
 
@@ -67,6 +67,11 @@ bench-readme:
 # Only the 1M-node / 10M-edge GRAND-nl adjoint run (cpu, then the reference).
 bench-scale: install
 	$(BENCH_PYTEST) bench/test_bench_scale.py -q -s $(BENCH_ARGS)
+
+# Only the distributed bench (bench/test_bench_distributed.py): the 1M/10M graph in 2 and 4
+# METIS parts, one process per part, against the single process (~15 min, up to ~12 GB).
+bench-dist: install
+	GRAPHODE_BENCH_DIST=1 $(BENCH_PYTEST) bench/test_bench_distributed.py -q -s $(BENCH_ARGS)
 
 bench-quick: install
 	$(PY) -m graphode bench --quick

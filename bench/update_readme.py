@@ -7,7 +7,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ORDER = ("ops", "scaling", "scale", "solvers", "grand", "gcn", "gpu")
+ORDER = ("ops", "scaling", "scale", "distributed", "solvers", "grand", "gcn", "gpu")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
