@@ -25,13 +25,15 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..train._trainer import Trainer, seed_everything, summarize, _plain
+from ..datasets import NodeDataset
+from ..train._trainer import Trainer, _model_stat, _plain, seed_everything, summarize
 from . import _comm
 from .graph import DistGraph
 from .partition import Partition, load_meta, load_part, partition_graph, save_partition
@@ -54,53 +56,33 @@ SUPPORTED_MODELS = ("grand-l", "grand-nl", "grand-laplacian", "gcn")
 _MASKS = ("train_mask", "val_mask", "test_mask")
 
 
-class PartDataset:
+@dataclass(eq=False, repr=False)
+class PartDataset(NodeDataset):
     """One rank's share of a :class:`graphode.datasets.NodeDataset`: the owned rows of
-    ``x``, ``y`` and the masks, the :class:`DistGraph` as ``graph`` and the global
-    ``num_classes`` (what the trainer and the model builders read)."""
+    ``x``, ``y`` and the masks, the global ``num_classes``, and the rank's
+    :class:`DistGraph` as ``graph`` (``edge_index`` stays empty: the edges live in
+    the graph)."""
 
-    def __init__(self, name: str, graph: DistGraph, x: torch.Tensor, y: torch.Tensor, train_mask: torch.Tensor,
-                 val_mask: torch.Tensor, test_mask: torch.Tensor, num_classes: int,
-                 info: Optional[Dict[str, Any]] = None):
-        self.name = name
-        self.graph = graph
-        self.x, self.y = x, y
-        self.train_mask, self.val_mask, self.test_mask = train_mask.bool(), val_mask.bool(), test_mask.bool()
-        self.num_classes = int(num_classes)
-        self.info = dict(info or {})
-        n = graph.num_nodes
-        for k in ("x", "y") + _MASKS:
-            if getattr(self, k).size(0) != n:
-                raise ValueError(f"{k} has {getattr(self, k).size(0)} rows but the rank owns {n} nodes")
+    dist_graph: Optional[DistGraph] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.dist_graph, DistGraph):
+            raise TypeError("PartDataset needs dist_graph, the rank's DistGraph")
+        if self.x.size(0) != self.dist_graph.num_nodes:
+            raise ValueError(f"x has {self.x.size(0)} rows but the rank owns {self.dist_graph.num_nodes} nodes")
 
     @property
-    def num_nodes(self) -> int:
-        return self.graph.num_nodes
+    def graph(self) -> DistGraph:
+        return self.dist_graph
 
-    @property
-    def num_features(self) -> int:
-        return int(self.x.size(1))
-
-    @property
-    def num_splits(self) -> int:
-        return 1 if self.train_mask.dim() == 1 else int(self.train_mask.size(1))
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
-
-    def split(self, i: int = 0) -> "PartDataset":
-        if self.train_mask.dim() == 1:
-            return self
-        return PartDataset(self.name, self.graph, self.x, self.y, self.train_mask[:, i], self.val_mask[:, i],
-                           self.test_mask[:, i], self.num_classes, {**self.info, "split_index": i})
-
-    def to(self, device) -> "PartDataset":
-        return PartDataset(self.name, self.graph.to(device), self.x.to(device), self.y.to(device),
-                           *(getattr(self, k).to(device) for k in _MASKS), self.num_classes, self.info)
+    def to(self, device, non_blocking: bool = False) -> "PartDataset":
+        out = super().to(device, non_blocking)
+        out.dist_graph = self.dist_graph.to(device)
+        return out
 
     def __repr__(self) -> str:
-        return f"PartDataset({self.name!r}, {self.graph!r}, features={self.num_features})"
+        return f"PartDataset({self.name!r}, {self.dist_graph!r}, features={self.num_features})"
 
 
 # --------------------------------------------------------------------------- partitions of datasets
@@ -130,8 +112,9 @@ def _part_dataset(part, meta_extra: Dict[str, Any], group=None, device=None) -> 
                          f"`graphode partition`)")
     g = DistGraph(part, group=group, device=device)
     mv = (lambda t: t.to(device)) if device is not None else (lambda t: t)
-    return PartDataset(meta_extra.get("dataset", "dataset"), g, mv(nd["x"]), mv(nd["y"]),
-                       *(mv(nd[k]) for k in _MASKS), meta_extra["num_classes"], meta_extra.get("info"))
+    return PartDataset(meta_extra.get("dataset", "dataset"), mv(nd["x"]), mv(nd["y"]),
+                       torch.zeros(2, 0, dtype=torch.int64), *(mv(nd[k]) for k in _MASKS),
+                       meta_extra["num_classes"], info=dict(meta_extra.get("info") or {}), dist_graph=g)
 
 
 def load_part_dataset(directory: str, rank: Optional[int] = None, group=None, device=None) -> PartDataset:
@@ -219,9 +202,9 @@ class DistTrainer(Trainer):
         total = _comm.all_reduce_sum(loss_sum.detach().reshape(1).double(), self.group)
         logs = {"loss": float(total) / max(self.counts["train_mask"], 1), "epoch_time_s": t1 - t0}
         for name in ("nfe", "nfe_backward"):
-            v = getattr(model, name, None)
-            if isinstance(v, (int, float)) and not callable(v):
-                logs[name] = float(v)
+            v = _model_stat(model, name)
+            if v is not None:
+                logs[name] = v
         return logs
 
     @torch.no_grad()
