@@ -246,6 +246,38 @@ def check_training(rep: Report, g, method, model_name, cfg, tol):
         rep.check(f"train {model_name} param after step {n}", pd[n].detach(), p.detach(), tol)
 
 
+def check_resume(rep: Report, g, method):
+    """Checkpoints are per rank; a run resumed from them ends where the uninterrupted one
+    does (dropout on, so each rank's random stream must be restored too)."""
+    from graphode.distributed.train import DistTrainer, _part_dataset
+    from graphode.models import build
+    from graphode.train import seed_everything
+
+    r, w = dist.get_rank(), dist.get_world_size()
+    gen = torch.Generator().manual_seed(19)
+    x, u = torch.randn(N, 7, generator=gen), torch.rand(N, generator=gen)
+    nd = {"x": x, "y": torch.randint(0, 3, (N,), generator=gen), "train_mask": u < 0.5,
+          "val_mask": u >= 0.5, "test_mask": u >= 0.5}
+    pds = _part_dataset(partition_graph(g, w, method=method, seed=0).part(r, node_data=nd),
+                        {"num_classes": 3})
+    cfg = dict(layers=2, hidden=8, dropout=0.5, epochs=3)
+    ck = os.path.join(os.environ["GRAPHODE_TEST_OUT"], "ck.pt")
+
+    def run(epochs, **kw):
+        seed_everything(0)
+        m = build("gcn", pds, cfg)
+        res = DistTrainer(m, pds, cfg, seed=0).fit(epochs=epochs, progress=False, **kw)
+        return m, res
+
+    full, res_full = run(3)
+    run(2, checkpoint=ck)
+    resumed, res = run(3, resume=ck, checkpoint=ck)
+    flat = lambda m: torch.cat([p.detach().reshape(-1) for p in m.parameters()])  # noqa: E731
+    rep.check("resume parameters", flat(resumed), flat(full), 0.0)
+    rep.equal("resume history length", len(res["history"]), len(res_full["history"]))
+    rep.equal("resume checkpoint file", os.path.exists(f"{ck}.rank{r}"), True)
+
+
 SMALL_GRAND = dict(hidden_dim=6, heads=2, attention_dim=4, time=1.0, input_dropout=0.0, dropout=0.0,
                    method="dopri5", rtol=1e-6, atol=1e-8, epochs=1)
 CHECKS = {
@@ -260,6 +292,7 @@ CHECKS = {
     "train-grand-l": lambda rep, g, part, method: check_training(rep, g, method, "grand-l", SMALL_GRAND, 1e-4),
     "train-grand-nl-adjoint": lambda rep, g, part, method: check_training(
         rep, g, method, "grand-nl", {**SMALL_GRAND, "adjoint": True}, 1e-4),
+    "resume": lambda rep, g, part, method: check_resume(rep, g, method),
     "train-gcn": lambda rep, g, part, method: check_training(
         rep, g, method, "gcn", dict(layers=3, hidden=8, init="isometric-code", dropout=0.0, epochs=1), 1e-5),
 }

@@ -223,14 +223,15 @@ def _assert_reports(reports, checks):
                 assert v[0] == v[1], (k, v)
 
 
-DEFAULT_2 = ["ops", "solve", "grand-nl", "grand-l-adjoint", "train-grand-l"]
+DEFAULT_2 = ["ops", "solve", "grand-nl", "grand-l-adjoint", "train-grand-l", "resume"]
 DEFAULT_4 = ["ops", "solve", "grand-nl-adjoint", "train-gcn"]
 ALL = ["ops", "solve", "grand-nl", "grand-l-adjoint", "grand-nl-adjoint", "grand-nl-adjoint-rk4", "grand-laplacian",
-       "train-grand-l", "train-grand-nl-adjoint", "train-gcn"]
+       "train-grand-l", "train-grand-nl-adjoint", "train-gcn", "resume"]
 
 
 def test_two_processes_match_one(tmp_path):
-    """2 ranks, METIS parts: ops, dopri5 steps and NFE, GRAND-nl, GRAND-l adjoint, a GRAND-l training step."""
+    """2 ranks, METIS parts: ops, dopri5 steps and NFE, GRAND-nl, GRAND-l adjoint, a GRAND-l training step,
+    checkpoints and resume."""
     reports = _job(tmp_path, DEFAULT_2, 2, "metis")
     _assert_reports(reports, DEFAULT_2)
     for rep in reports:  # the halo really was exchanged

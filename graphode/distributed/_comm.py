@@ -24,6 +24,7 @@ __all__ = [
     "all_reduce_grad",
     "share_grad",
     "all_reduce_sum",
+    "all_reduce_max",
 ]
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -79,6 +80,13 @@ def all_reduce_sum(t: torch.Tensor, group=None) -> torch.Tensor:
     """In-place sum over ranks (a no-op outside a distributed job); returns ``t``."""
     if dist.is_initialized() and dist.get_world_size(group) > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return t
+
+
+def all_reduce_max(t: torch.Tensor, group=None) -> torch.Tensor:
+    """In-place maximum over ranks (a no-op outside a distributed job); returns ``t``."""
+    if dist.is_initialized() and dist.get_world_size(group) > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     return t
 
 

@@ -232,8 +232,21 @@ class DistTrainer(Trainer):
             out["val_loss"] = v[3] / self.counts["val_mask"]
         return out
 
+    def _agree(self, value: int, what: str) -> None:
+        v = torch.tensor([value, -value], dtype=torch.int64, device=self.dataset.device)
+        _comm.all_reduce_max(v, self.group)
+        if int(v[0]) != -int(v[1]):
+            raise RuntimeError(f"the ranks' checkpoints disagree on {what} ({-int(v[1])} to {int(v[0])}); "
+                               "they cannot resume together (start afresh, or from an earlier copy of all of them)")
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._agree(int(self.epoch), "the epoch")
+
     def fit(self, epochs=None, checkpoint=None, resume=None, progress=True):
         sfx = f".rank{self.rank}"
+        if resume is not None:  # resume all ranks or none
+            self._agree(int(os.path.exists(resume + sfx)), "whether they exist")
         return super().fit(epochs, None if checkpoint is None else checkpoint + sfx,
                            None if resume is None else resume + sfx, progress and self.rank == 0)
 
