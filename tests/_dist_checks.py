@@ -293,6 +293,8 @@ CHECKS = {
     "train-grand-nl-adjoint": lambda rep, g, part, method: check_training(
         rep, g, method, "grand-nl", {**SMALL_GRAND, "adjoint": True}, 1e-4),
     "resume": lambda rep, g, part, method: check_resume(rep, g, method),
+    "train-grand-laplacian": lambda rep, g, part, method: check_training(
+        rep, g, method, "grand-laplacian", SMALL_GRAND, 1e-4),
     "train-gcn": lambda rep, g, part, method: check_training(
         rep, g, method, "gcn", dict(layers=3, hidden=8, init="isometric-code", dropout=0.0, epochs=1), 1e-5),
 }

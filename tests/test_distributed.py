@@ -224,9 +224,9 @@ def _assert_reports(reports, checks):
 
 
 DEFAULT_2 = ["ops", "solve", "grand-nl", "grand-l-adjoint", "train-grand-l", "resume"]
-DEFAULT_4 = ["ops", "solve", "grand-nl-adjoint", "train-gcn"]
+DEFAULT_4 = ["ops", "solve", "grand-nl-adjoint", "train-gcn", "train-grand-laplacian"]
 ALL = ["ops", "solve", "grand-nl", "grand-l-adjoint", "grand-nl-adjoint", "grand-nl-adjoint-rk4", "grand-laplacian",
-       "train-grand-l", "train-grand-nl-adjoint", "train-gcn", "resume"]
+       "train-grand-l", "train-grand-nl-adjoint", "train-gcn", "train-grand-laplacian", "resume"]
 
 
 def test_two_processes_match_one(tmp_path):

@@ -161,9 +161,11 @@ class DistTrainer(Trainer):
         self.counts = {k: _global_count(getattr(ds, k), group) for k in _MASKS}
 
     def _broadcast_model(self) -> None:
+        # parameters and persistent buffers are the same on every rank; non-persistent
+        # buffers may be per rank (GRAND-laplacian's weights of the rank's edges)
         if self.world > 1:
-            for t in list(self.model.parameters()) + list(self.model.buffers()):
-                dist.broadcast(t.data, 0, group=self.group)
+            for t in self.model.state_dict().values():
+                dist.broadcast(t, 0, group=self.group)
 
     def seed_rngs(self) -> None:
         # the same seed everywhere, then each rank its own stream (dropout on different nodes)
