@@ -10,6 +10,12 @@ hidden 64, H = 4 heads, attention dim 64, rk4 with one step on [0, 1] (4
 evaluations forward, 4 adjoint evaluations backward), no dropout,
 cross-entropy over all nodes.
 
+Its sources are uniform, so every part needs most of the other parts' nodes
+(halo ≈ 2.6x the owned nodes with 4 parts): the halo tensors are nearly
+whole-graph size on every rank.  For contrast the same runs (single process
+and 4 ranks) are made on a graph with locality, the 8-connected 1000 x 1000
+grid (1M nodes, ~8M edges), whose halos are small.
+
 1. Partitions (``test_dist_partitions``): METIS (``pymetis``) and random
    parts, 2 and 4 of them: edge cut, halo sizes, METIS time.  The METIS parts
    are saved with each part's features and labels (what a rank reads).
@@ -49,6 +55,8 @@ sys.path.insert(0, HERE)
 import distributed_report as rpt  # noqa: E402
 
 NODES, EDGES = bu.pick((1_000_000, 10_000_000), (4_000, 40_000))
+GRID = bu.pick(1000, 60)  # side of the 8-connected grid (a graph with locality: small halos)
+GRAPHS = bu.pick(("power-law", "grid"), ("power-law",))
 FEATURES, HIDDEN, HEADS, ATT_DIM, CLASSES = 64, 64, 4, 64, 16
 T, STEPS = 1.0, 1
 PROCS = bu.pick((2, 4), (2,))
@@ -59,14 +67,24 @@ pytestmark = pytest.mark.skipif(not bu.smoke() and not FULL_ENABLED,
                                 reason="the distributed bench runs with `make bench-dist` (GRAPHODE_BENCH_DIST=1)")
 
 
-def _dirs():
-    base = os.path.join(bu.cache_dir(), f"dist_{NODES}_{EDGES}")
+def _dirs(graph: str = "power-law"):
+    base = os.path.join(bu.cache_dir(), f"dist_{NODES}_{EDGES}" if graph == "power-law" else f"dist_grid{GRID}")
     os.makedirs(base, exist_ok=True)
     return base
 
 
-def part_dir(method: str, parts: int) -> str:
-    return os.path.join(_dirs(), f"{method}{parts}")
+def part_dir(method: str, parts: int, graph: str = "power-law") -> str:
+    return os.path.join(_dirs(graph), f"{method}{parts}")
+
+
+def load_graph(graph: str, nodes: int = NODES, edges: int = EDGES, side: int = GRID):
+    """The issue's power-law graph (sources uniform: every part needs most nodes) or an
+    8-connected ``side x side`` grid (neighbours nearby: small halos)."""
+    if graph == "power-law":
+        return bu.power_law_graph_cached(nodes, edges, seed=0)
+    from graphode import grid_graph
+
+    return grid_graph(side, side, connectivity=8)
 
 
 def build(graph, seed=0):
@@ -88,13 +106,14 @@ def data(n, seed=1):
 
 
 # --------------------------------------------------------------------------- workers
-def partition_worker(emit, nodes, edges, out_dir):
+def partition_worker(emit, nodes, edges, out_dir, graph="power-law", side=GRID, parts_list=(2, 4),
+                     methods=("metis", "random")):
     from graphode.distributed import partition_graph, save_partition
 
-    g = bu.power_law_graph_cached(nodes, edges, seed=0)
+    g = load_graph(graph, nodes, edges, side)
     x, y = data(g.num_nodes)
-    for method in ("metis", "random"):
-        for parts in (2, 4):
+    for method in methods:
+        for parts in parts_list:
             t0 = time.perf_counter()
             p = partition_graph(g, parts, method=method, seed=0)
             secs = time.perf_counter() - t0
@@ -102,12 +121,12 @@ def partition_worker(emit, nodes, edges, out_dir):
             d = os.path.join(out_dir, f"{method}{parts}")
             if method == "metis" and not os.path.exists(os.path.join(d, "meta.json")):
                 save_partition(p, d, node_data={"x": x, "y": y})
-            emit(dict(kind="partition", partition_s=secs, **{k: v for k, v in s.items()}))
+            emit(dict(kind="partition", graph=graph, partition_s=secs, **{k: v for k, v in s.items()}))
             del p
 
 
-def single_worker(emit, nodes, edges, grads_path):
-    g = bu.power_law_graph_cached(nodes, edges, seed=0)
+def single_worker(emit, nodes, edges, grads_path, graph="power-law", side=GRID):
+    g = load_graph(graph, nodes, edges, side)
     model = build(g)
     x, y = data(g.num_nodes)
     with bu.PeakRSS() as m:
@@ -119,7 +138,7 @@ def single_worker(emit, nodes, edges, grads_path):
         loss.backward()
         bwd = time.perf_counter() - t1
     torch.save({n: p.grad for n, p in model.named_parameters()} | {"__loss__": loss.detach()}, grads_path)
-    emit(dict(kind="run", nproc=1, threads=torch.get_num_threads(), forward_s=fwd, backward_s=bwd,
+    emit(dict(kind="run", graph=graph, nproc=1, threads=torch.get_num_threads(), forward_s=fwd, backward_s=bwd,
               nfe_forward=nfe, nfe_backward=model.nfe_backward, loss=float(loss), peak_rss_bytes=[m.peak],
               peak_extra_bytes=[m.extra], halo_bytes_forward=0, halo_exchanges_forward=0))
 
@@ -160,61 +179,69 @@ def rank_main(spec: dict) -> None:
     ref = torch.load(spec["grads"], weights_only=True)
     want = torch.cat([ref[n].reshape(-1) for n in names] + [ref["__loss__"].reshape(1)])
     err = float((flat - want).abs().max() / want.abs().max())
-    rec = dict(rank=r, nproc=w, setup_s=setup, forward_s=fwd, backward_s=bwd, nfe_forward=nfe,
-               nfe_backward=model.nfe_backward, peak_rss_bytes=m.peak, peak_extra_bytes=m.extra,
+    rec = dict(rank=r, nproc=w, graph=spec["graph"], setup_s=setup, forward_s=fwd, backward_s=bwd,
+               nfe_forward=nfe, nfe_backward=model.nfe_backward, peak_rss_bytes=m.peak, peak_extra_bytes=m.extra,
                owned=g.num_nodes, halo=g.num_halo, edges=g.num_edges, check_rel_err=err,
                halo_bytes_forward=stats_fwd["forward_bytes_received"],
-               halo_exchanges_forward=stats_fwd["forward_exchanges"],
-               halo_bytes_backward=g.plan.stats["backward_bytes_received"] + g.plan.stats["forward_bytes_received"]
-               - stats_fwd["forward_bytes_received"])
+               halo_exchanges_forward=stats_fwd["forward_exchanges"])
     with open(os.path.join(spec["out"], f"rank{r}.json"), "w") as f:
         json.dump(rec, f)
     dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------- benchmarks
-def test_dist_partitions(benchmark):
+CASES = [("power-law", p) for p in PROCS] + [("grid", max(PROCS)) for _ in GRAPHS[1:]]
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_dist_partitions(benchmark, graph):
     pytest.importorskip("pymetis")
-    benchmark.group = f"distributed: partitions of {NODES:,} nodes / {EDGES:,} edges"
-    r = bu.run_worker(f"{os.path.abspath(__file__)}:partition_worker",
-                      dict(nodes=NODES, edges=EDGES, out_dir=_dirs()), threads=2,
+    benchmark.group = "distributed: partitions"
+    kw = dict(nodes=NODES, edges=EDGES, out_dir=_dirs(graph), graph=graph)
+    if graph == "grid":  # only what the 4-rank run needs
+        kw.update(parts_list=(max(PROCS),))
+    r = bu.run_worker(f"{os.path.abspath(__file__)}:partition_worker", kw, threads=2,
                       mem_limit=bu.memory_limit_bytes(), timeout=TIMEOUT)
     if r.status != "ok":
-        pytest.fail(f"partition worker: {r.status}: {r.error}")
+        pytest.fail(f"partition worker ({graph}): {r.status}: {r.error}")
     rows = [x for x in r.records if x.get("kind") == "partition"]
     for row in rows:
         REPORT.add(**row)
     cut = {(x["method"], x["num_parts"]): x["edge_cut"] for x in rows}
-    assert cut[("metis", 4)] < cut[("random", 4)], cut
+    p = max(PROCS)
+    assert cut[("metis", p)] < cut[("random", p)], cut
     bu.record_external(benchmark, [x["partition_s"] for x in rows if x["method"] == "metis"])
     benchmark.extra_info.update(rows=rows)
 
 
-def test_dist_single(benchmark):
-    benchmark.group = "distributed: GRAND-nl adjoint fwd+bwd"
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_dist_single(benchmark, graph):
+    benchmark.group = f"distributed: GRAND-nl adjoint fwd+bwd, {graph}"
     r = bu.run_worker(f"{os.path.abspath(__file__)}:single_worker",
-                      dict(nodes=NODES, edges=EDGES, grads_path=os.path.join(_dirs(), "single_grads.pt")),
+                      dict(nodes=NODES, edges=EDGES, grads_path=os.path.join(_dirs(graph), "single_grads.pt"),
+                           graph=graph),
                       threads=2, mem_limit=bu.memory_limit_bytes(), timeout=TIMEOUT)
     if r.status != "ok":
-        pytest.fail(f"single-process worker: {r.status}: {r.error}")
+        pytest.fail(f"single-process worker ({graph}): {r.status}: {r.error}")
     rec = [x for x in r.records if x.get("kind") == "run"][-1]
     REPORT.add(**rec, status="ok")
     bu.record_external(benchmark, [rec["forward_s"] + rec["backward_s"]])
     benchmark.extra_info.update(rec)
 
 
-@pytest.mark.parametrize("nproc", PROCS)
-def test_dist_ranks(benchmark, tmp_path, nproc):
+@pytest.mark.parametrize("graph,nproc", CASES)
+def test_dist_ranks(benchmark, tmp_path, graph, nproc):
     from graphode.distributed.launch import DistributedJobError, run_local
 
-    benchmark.group = "distributed: GRAND-nl adjoint fwd+bwd"
-    pdir = part_dir("metis", nproc)
-    grads = os.path.join(_dirs(), "single_grads.pt")
+    benchmark.group = f"distributed: GRAND-nl adjoint fwd+bwd, {graph}"
+    pdir = part_dir("metis", nproc, graph)
+    grads = os.path.join(_dirs(graph), "single_grads.pt")
     if not os.path.exists(os.path.join(pdir, "meta.json")) or not os.path.exists(grads):
         pytest.skip("run test_dist_partitions and test_dist_single first (same session)")
     out = tmp_path / "out"
     out.mkdir()
-    spec = dict(partition=pdir, grads=grads, out=str(out), nodes=NODES)
+    n = load_meta_nodes(pdir)
+    spec = dict(partition=pdir, grads=grads, out=str(out), nodes=n, graph=graph)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = bu.ROOT + os.pathsep + env.get("PYTHONPATH", "")
     limit = bu.memory_limit_bytes() // nproc
@@ -229,7 +256,8 @@ def test_dist_ranks(benchmark, tmp_path, nproc):
     wall = time.perf_counter() - t0
     recs = [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)
             if (out / f"rank{r}.json").exists()]
-    row = dict(nproc=nproc, threads=1, status=status, error=error[-500:], wall_s=wall, mem_limit_bytes=limit)
+    row = dict(kind="run", graph=graph, nproc=nproc, threads=1, status=status, error=error[-500:], wall_s=wall,
+               mem_limit_bytes=limit)
     if recs:
         row.update(
             forward_s=max(x["forward_s"] for x in recs), backward_s=max(x["backward_s"] for x in recs),
@@ -241,13 +269,19 @@ def test_dist_ranks(benchmark, tmp_path, nproc):
             check_rel_err=max(x["check_rel_err"] for x in recs))
     REPORT.add(**row)
     if status != "ok":
-        pytest.fail(f"{nproc} ranks: {error}")
+        pytest.fail(f"{nproc} ranks ({graph}): {error}")
     assert row["check_rel_err"] <= 1e-3, f"distributed loss/gradients differ from one process: {row['check_rel_err']}"
     bu.record_external(benchmark, [row["forward_s"] + row["backward_s"]])
     benchmark.extra_info.update(row)
 
 
-REPORT = bu.Report("distributed", "Distributed: GRAND-nl across ranks on the 1M-node / 10M-edge graph",
+def load_meta_nodes(pdir: str) -> int:
+    from graphode.distributed import load_meta
+
+    return int(load_meta(pdir)["num_nodes"])
+
+
+REPORT = bu.Report("distributed", "Distributed: GRAND-nl across ranks, 1M nodes (power-law 10M edges; grid)",
                    rpt.render, command="make bench-dist")
 
 if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "rank":
