@@ -198,6 +198,12 @@ class _ReplicatedField:
             for m, name, p in reversed(saved):
                 m._parameters[name] = p
 
+    def __getattr__(self, name):
+        # the solvers look for the field's callbacks (callback_step, ..._adjoint) on it
+        if name.startswith("callback_"):
+            return getattr(self.__dict__["func"], name)
+        raise AttributeError(name)
+
     def __call__(self, t, y):
         if not self.aliases:
             return self.func(t, y)
