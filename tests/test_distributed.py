@@ -192,12 +192,17 @@ def test_grand_rejects_what_is_not_distributed():
 
     g = graphode.power_law_graph(100, 500, seed=0)
     dg = DistGraph(partition_graph(g, 1, method="random").part(0))
-    with pytest.raises(ValueError, match="GRAND-nl-rw is not supported on a distributed graph"):
-        GRAND(4, 2, dg, variant="nl-rw")
-    with pytest.raises(ValueError, match="method 'implicit_euler' is not supported across ranks"):
-        GRAND(4, 2, dg, variant="l", method="implicit_euler")
-    with pytest.raises(ValueError, match="attention_type 'cosine_sim' is not supported"):
-        GRAND(4, 2, dg, variant="nl", attention_type="cosine_sim")
+    for kw, msg in ((dict(variant="nl-rw"), "GRAND-nl-rw / hard attention"),
+                    (dict(variant="l", method="implicit_euler"), "method 'implicit_euler' is not supported across"),
+                    (dict(variant="nl", attention_normalize="squareplus"), "attention_normalize='squareplus'"),
+                    (dict(variant="nl", attention_normalize_over="source"), "normalisation over 'source'"),
+                    (dict(variant="laplacian", laplacian_normalize_over="source"), "normalisation over 'source'"),
+                    (dict(variant="l", batch_norm=True), "batch_norm"),
+                    (dict(variant="l", kinetic_energy=0.1), "the kinetic-energy / Jacobian regularisers")):
+        with pytest.raises(ValueError, match="not supported on a distributed graph: " + msg.replace("(", r"\(")):
+            GRAND(4, 2, dg, **kw)
+    # row-local attention scores are supported
+    GRAND(4, 2, dg, variant="nl", attention_score="cosine")
 
 
 # --------------------------------------------------------------------------- several processes
@@ -295,6 +300,11 @@ def test_train_nproc_cli_rejects_unsupported_models():
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert lines == ["graphode train: error: model 'grand-nl-rw' cannot train across ranks; supported: "
                      "grand-l, grand-nl, grand-laplacian, gcn"], p.stderr
+    q = _cli("train", "--model", "grand-nl", "--dataset", "cora", "--nproc", "2", "--set", "batch_norm=true",
+             "--set", "attention_normalize=softmax", "--set", "attention_normalize_over=target", timeout=300)
+    assert q.returncode == 2 and q.stderr.strip() == (
+        "graphode train: error: grand-nl across ranks: not supported: batch_norm (its statistics are over all "
+        "nodes)"), q.stderr
 
 
 @pytest.mark.slow

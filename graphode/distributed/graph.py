@@ -174,6 +174,14 @@ class DistGraph:
         w = weight if weight is not None else self.edge_weight
         return self.local.row_normalize(w)
 
+    def normalize_weights(self, weight: torch.Tensor, over: str = "target", eps: float = 0.0) -> torch.Tensor:
+        """:meth:`graphode.Graph.normalize_weights` over each owned target's in-edges (all on
+        this rank); ``over="source"`` is not supported (a source's out-edges lie on other ranks)."""
+        if over != "target":
+            raise ValueError(f"normalize_weights(over={over!r}) is not supported on a DistGraph: a source's "
+                             "out-edges lie on the ranks that own their targets")
+        return self.local.normalize_weights(weight, "target", eps)
+
     def gcn_norm(self, add_self_loops: bool = True, dtype=torch.float32) -> Tuple["DistGraph", torch.Tensor]:
         """``D^-1/2 (A + I) D^-1/2`` as :meth:`graphode.Graph.gcn_norm`; the degrees of the
         halo nodes come from their owners (one halo exchange)."""

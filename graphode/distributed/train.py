@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -184,8 +185,6 @@ class DistTrainer(Trainer):
             a += p.numel()
 
     def train_step(self, epoch: int) -> Dict[str, float]:
-        import time
-
         model, ds = self.model, self.dataset
         model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -211,8 +210,6 @@ class DistTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> Dict[str, float]:
-        import time
-
         model, ds = self.model, self.dataset
         model.eval()
         t0 = time.perf_counter()
@@ -285,13 +282,6 @@ def run_many(model_name: str, dataset: PartDataset, config: Optional[Dict[str, A
 
 
 # --------------------------------------------------------------------------- command line
-def _load_full(args):
-    from ..train._trainer import _load
-
-    seeds = [int(args.seed) + i for i in range(int(args.runs))]
-    return _load(args.dataset, args.split, seeds, args.data_root)
-
-
 def _strip(argv: Sequence[str], flag: str, has_value: bool = True) -> List[str]:
     out, skip = [], False
     for a in argv:
@@ -308,46 +298,46 @@ def _strip(argv: Sequence[str], flag: str, has_value: bool = True) -> List[str]:
 
 
 def check_config(model: str, cfg: Dict[str, Any]) -> None:
-    """Reject, before any process starts, what training across ranks does not support."""
+    """Reject, before any process starts, what training across ranks does not support
+    (a :class:`~graphode.errors.ConfigError`: one line at the command line)."""
+    from ..errors import ConfigError
+
     if model not in SUPPORTED_MODELS:
-        raise ValueError(f"model {model!r} cannot train across ranks; supported: {', '.join(SUPPORTED_MODELS)}")
+        raise ConfigError(f"model {model!r} cannot train across ranks; supported: {', '.join(SUPPORTED_MODELS)}")
     if model.startswith("grand"):
-        from .solvers import check_method
+        from ..models.grand import distributed_support, grand_kwargs
 
-        check_method(cfg.get("method", "dopri5"))
-        if cfg.get("adjoint_method"):
-            check_method(cfg["adjoint_method"])
-        if cfg.get("attention_type", "scaled_dot") != "scaled_dot":
-            raise ValueError("only attention_type 'scaled_dot' is supported across ranks")
-        if cfg.get("kinetic_energy") or cfg.get("jacobian_norm2"):
-            raise ValueError("the kinetic-energy / Jacobian regularisers are not supported across ranks")
+        why = distributed_support(model[len("grand-"):], grand_kwargs(cfg))
+        if why is not None:
+            raise ConfigError(f"{model} across ranks: not supported: {why}")
     if model == "gcn" and cfg.get("rewiring") not in (None, "none", "None", False):
-        raise ValueError("the deep GCN's gradient-guided rewiring is not supported across ranks")
+        raise ConfigError("the deep GCN's gradient-guided rewiring is not supported across ranks")
 
 
-def launch_train(args, cfg: Dict[str, Any], argv: Sequence[str]) -> int:
-    """``graphode train --nproc N``: partition (unless ``--partition DIR`` exists), then
-    run ``graphode train`` in N local processes (ranks) and wait for them."""
+def launch_train(args, cfg: Dict[str, Any], argv: Sequence[str], load: Callable[[], Any]) -> int:
+    """``graphode train --nproc N``: partition the dataset (``load()``) unless ``--partition
+    DIR`` holds one, then run ``graphode train`` in N local processes (ranks) and wait."""
+    from ..errors import ConfigError
     from .launch import DistributedJobError, run_local
 
     nproc = int(args.nproc)
-    check_config(cfg["model"], cfg)
     part_dir = getattr(args, "partition", None)
     tmp = None
     try:
         if part_dir is None:
             tmp = part_dir = tempfile.mkdtemp(prefix="graphode-partition-")
         if not os.path.exists(os.path.join(part_dir, "meta.json")):
-            ds = _load_full(args)
+            ds = load()
             method = getattr(args, "partition_method", None) or "metis"
             meta = save_dataset_partition(ds, part_dir, nproc, method=method, seed=0)
             print(f"graphode train: {meta['method']} partition of {ds.name} into {nproc} parts: edge cut "
                   f"{meta['edge_cut']} of {meta['num_edges']} edges ({100 * meta['edge_cut_fraction']:.1f}%), "
                   f"halo nodes {meta['halo_nodes']}", flush=True)
+            del ds
         else:
             meta = load_meta(part_dir)
             if int(meta["num_parts"]) != nproc:
-                raise ValueError(f"the partition at {part_dir} has {meta['num_parts']} parts but --nproc is {nproc}")
+                raise ConfigError(f"the partition at {part_dir} has {meta['num_parts']} parts but --nproc is {nproc}")
         child = _strip(_strip(argv, "--nproc"), "--partition") + ["--partition", part_dir]
         try:
             run_local([sys.executable, "-m", "graphode", *child], nproc)
@@ -359,9 +349,10 @@ def launch_train(args, cfg: Dict[str, Any], argv: Sequence[str]) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_train_rank(args, cfg: Dict[str, Any], on_run_end=None) -> Dict[str, Any]:
-    """One rank of ``graphode train`` (under ``torchrun`` or ``--nproc``): every rank
-    returns the same result."""
+def run_train_rank(args, cfg: Dict[str, Any], load: Callable[[], Any], on_run_end=None) -> Dict[str, Any]:
+    """One rank of ``graphode train`` (under ``torchrun`` or ``--nproc``): trains on its part
+    of ``--partition DIR``, or, without one, of the dataset ``load()`` gives (every rank
+    partitions it alike and keeps its part); every rank returns the same result."""
     device = torch.device(cfg.get("device") or "cpu")
     if device.type == "cuda" and device.index is None:  # one GPU per rank on each machine
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -375,7 +366,7 @@ def run_train_rank(args, cfg: Dict[str, Any], on_run_end=None) -> Dict[str, Any]
             if ds.graph.num_parts != w:
                 raise ValueError(f"the partition at {part_dir} has {ds.graph.num_parts} parts for {w} ranks")
         else:  # every rank partitions the (small enough) dataset alike and keeps its part
-            full = _load_full(args)
+            full = load()
             method = getattr(args, "partition_method", None) or "metis"
             p = partition_dataset(full, w, method=method, seed=0)
             _same_on_all_ranks(p.assignment, "partitions", None, device)
@@ -400,7 +391,9 @@ def add_partition_args(parser):
     p.add_argument("--out", required=True, metavar="DIR", help="directory to write meta.json and part-<r>.pt to")
     p.add_argument("--method", default="metis", choices=("metis", "random", "contiguous"),
                    help="METIS (pymetis; random parts when it is missing), random or contiguous parts")
-    p.add_argument("--split", default="public", choices=["public", "random", "geom-gcn", "official"],
+    from ..config import SPLITS
+
+    p.add_argument("--split", default="public", choices=SPLITS,
                    help="the split whose masks the parts hold (as graphode train --split)")
     p.add_argument("--seed", type=int, default=0, help="first seed (random splits; METIS seed)")
     p.add_argument("--runs", type=int, default=1, help="random splits: one mask column per run (as graphode train)")
@@ -410,10 +403,12 @@ def add_partition_args(parser):
 
 def run_partition(args) -> int:
     """``graphode partition``: cut a dataset's graph and save one file per part."""
+    from ..errors import ConfigError
+    from ..train._cli import _check_dataset
+
     if args.parts < 1:
-        print(f"graphode partition: error: --parts must be >= 1, got {args.parts}", file=sys.stderr)
-        return 2
-    ds = _load_full(args)
+        raise ConfigError(f"--parts must be >= 1, got {args.parts}")
+    ds = _check_dataset(args, {})
     meta = save_dataset_partition(ds, args.out, args.parts, method=args.method, seed=args.seed)
     print(f"{meta['method']} partition of {ds.name} ({meta['num_nodes']} nodes, {meta['num_edges']} edges) into "
           f"{meta['num_parts']} parts: edge cut {meta['edge_cut']} ({100 * meta['edge_cut_fraction']:.1f}% of the "

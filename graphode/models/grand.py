@@ -94,6 +94,7 @@ __all__ = [
     "build_grand_laplacian",
     "grand_kwargs",
     "solver_functions",
+    "distributed_support",
     "published_accuracy",
 ]
 
@@ -287,33 +288,33 @@ class GRANDFunc(nn.Module):
         return f
 
 
-def _check_distributed(graph, variant, method, adjoint_method, normalize, normalize_over, laplacian_over,
-                       batch_norm, hard_attention, eval_time_factor, reg_names) -> None:
-    """What GRAND supports on a distributed graph (one clear error for the rest): what
-    reduces only over a target's in-edges and the rank's own nodes."""
-    if getattr(graph, "__graphode_ops__", False) is not True:
-        raise TypeError(f"graph must be a graphode.Graph or a graphode.distributed.DistGraph, "
-                        f"got {type(graph).__name__}")
-    why = None
-    if variant == "nl-rw" or hard_attention:
-        why = "GRAND-nl-rw / hard attention (GDC and the attention quantile need the whole graph)"
-    elif normalize != "softmax":
-        why = f"attention_normalize={normalize!r} (its shift is a maximum over the whole graph)"
-    elif "source" in (normalize_over, laplacian_over) and variant != "laplacian" or laplacian_over == "source" \
-            and variant == "laplacian":
-        why = "normalisation over a source's out-edges (they lie on other ranks)"
-    elif batch_norm:
-        why = "batch_norm (its statistics are over all nodes)"
-    elif eval_time_factor is not None:
-        why = "eval_time_factor (the early-stop test integrator)"
-    elif reg_names:
-        why = f"the regularisers {reg_names}"
-    if why is not None:
-        raise ValueError(f"{why} is not supported on a distributed graph")
+def distributed_support(variant: str, kwargs: Dict[str, Any]) -> Optional[str]:
+    """Why GRAND with these :class:`GRAND` keyword arguments cannot run on a distributed
+    graph (:class:`graphode.distributed.DistGraph`), or None when it can: every reduction
+    must be over a target's in-edges or the rank's own nodes."""
+    get = kwargs.get
+    if variant == "nl-rw" or get("hard_attention"):
+        return "GRAND-nl-rw / hard attention (GDC and the attention quantile need the whole graph)"
+    if get("attention_normalize", "softmax") != "softmax":
+        return f"attention_normalize={get('attention_normalize')!r} (its shift is a maximum over the whole graph)"
+    over = get("laplacian_normalize_over", "target") if variant == "laplacian" else \
+        get("attention_normalize_over", "target")
+    if over != "target":
+        return f"normalisation over '{over}' (a source's out-edges lie on other ranks)"
+    if get("batch_norm"):
+        return "batch_norm (its statistics are over all nodes)"
+    if get("eval_time_factor") is not None:
+        return "eval_time_factor (the early-stop test integrator)"
+    if get("kinetic_energy") or get("jacobian_norm2"):
+        return "the kinetic-energy / Jacobian regularisers"
     from ..distributed.solvers import check_method
 
-    check_method(method)
-    check_method(adjoint_method)
+    try:
+        check_method(get("method", _D["method"]))
+        check_method(get("adjoint_method") or get("method", _D["method"]))
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 class _StepRecorder:
@@ -556,9 +557,16 @@ class GRAND(nn.Module):
         g = graph
         distributed = not isinstance(graph, Graph)
         if distributed:
-            _check_distributed(graph, variant, method, self.adjoint_method, attention_normalize,
-                               attention_normalize_over, laplacian_normalize_over, batch_norm, self.hard_attention,
-                               self.eval_time_factor, self.reg_names)
+            if getattr(graph, "__graphode_ops__", False) is not True:
+                raise TypeError(f"graph must be a graphode.Graph or a graphode.distributed.DistGraph, "
+                                f"got {type(graph).__name__}")
+            why = distributed_support(variant, dict(
+                method=method, adjoint_method=adjoint_method, attention_normalize=attention_normalize,
+                attention_normalize_over=attention_normalize_over, laplacian_normalize_over=laplacian_normalize_over,
+                batch_norm=batch_norm, hard_attention=hard_attention, eval_time_factor=eval_time_factor,
+                kinetic_energy=kinetic_energy, jacobian_norm2=jacobian_norm2))
+            if why is not None:
+                raise ValueError(f"not supported on a distributed graph: {why}")
         if variant == "nl-rw" and gdc:
             from ..transforms import gdc as _gdc
 
