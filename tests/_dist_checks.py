@@ -133,6 +133,25 @@ def check_ops(rep: Report, g, part):
             rep.check(f"attention_diffusion {score} grad {name}", gl.grad, gs.grad[nodes], TOL64)
         if kp is not None:  # a parameter shared by all ranks: its gradient is the sum of theirs
             rep.check(f"attention_diffusion {score} grad kernel_params", grads_sum([kpl.grad]), kps.grad, TOL64)
+    # groups and shifts that span ranks: a source's out-edges, squareplus's global maximum
+    for normalize, over in (("softmax", "source"), ("squareplus", "target"), ("squareplus", "source")):
+        opt = dict(normalize=normalize, normalize_over=over)
+        qs, ks, xs = q.clone().requires_grad_(), k.clone().requires_grad_(), x.clone().requires_grad_()
+        a = ops.edge_attention(g, qs, ks, **opt)
+        y = ops.attention_diffusion(g, qs, ks, xs, **opt)
+        ((a * ga).sum() + (y * gy).sum()).backward()
+        ql, kl, xl = (t[nodes].clone().requires_grad_() for t in (q, k, x))
+        al = ops.edge_attention(dg, ql, kl, **opt)
+        yl = ops.attention_diffusion(dg, ql, kl, xl, **opt)
+        ((al * ga[eids]).sum() + (yl * gy[nodes]).sum()).backward()
+        tag = f"{normalize} over {over}"
+        rep.check(f"edge_attention {tag}", al, a[eids], TOL64)
+        rep.check(f"attention_diffusion {tag}", yl, y[nodes], TOL64)
+        for name, gl, gs in (("q", ql, qs), ("k", kl, ks), ("x", xl, xs)):
+            rep.check(f"attention {tag} grad {name}", gl.grad, gs.grad[nodes], TOL64)
+    wts = torch.rand(g.num_edges, dtype=torch.float64, generator=gen)
+    rep.check("normalize_weights over source", dg.normalize_weights(wts[eids], "source"),
+              g.normalize_weights(wts, "source")[eids], TOL64)
     st = dg.plan.stats
     rep.data["halo"] = {"owned": dg.num_nodes, "halo": dg.num_halo, **st}
 
@@ -283,6 +302,40 @@ def check_resume(rep: Report, g, method):
     rep.equal("resume checkpoint file", os.path.exists(f"{ck}.rank{r}"), True)
 
 
+def check_fit_authors(rep: Report, g, method):
+    """Two epochs of GRAND-l with the authors' attention (squareplus over each source's
+    out-edges) and their test integrator (evaluation past T, best step time): the same
+    parameters, best epoch, accuracies and step time as one process."""
+    from graphode.datasets import NodeDataset
+    from graphode.distributed.train import DistTrainer, _part_dataset
+    from graphode.models import build
+    from graphode.train import Trainer, seed_everything
+
+    r, w = dist.get_rank(), dist.get_world_size()
+    gen = torch.Generator().manual_seed(23)
+    x, u = torch.randn(N, 7, generator=gen), torch.rand(N, generator=gen)
+    y = torch.randint(0, 3, (N,), generator=gen)
+    full = NodeDataset("synthetic", x, y, g.edge_index, u < 0.4, (u >= 0.4) & (u < 0.7), u >= 0.7, 3)
+    nd = {"x": x, "y": y, "train_mask": full.train_mask, "val_mask": full.val_mask, "test_mask": full.test_mask}
+    pds = _part_dataset(partition_graph(full.graph, w, method=method, seed=0).part(r, node_data=nd),
+                        {"num_classes": 3})
+    cfg = dict(SMALL_GRAND, attention_normalize="squareplus", attention_normalize_over="source", key_bias=True,
+               detach_source=True, eval_time_factor=2.0, eval_max_steps=30, epochs=2, optimizer="sgd", lr=0.5)
+    # (SGD: Adam-type steps turn the ~0 gradients of the key bias into sign(rounding noise))
+    res = []
+    for ds, cls in ((full, Trainer), (pds, DistTrainer)):
+        seed_everything(0)
+        m = build("grand-l", ds, cfg)
+        res.append((m, cls(m, ds, cfg, seed=0).fit(progress=False)))
+    (one, r1), (dm, r2) = res
+    flat = lambda m: torch.cat([p.detach().reshape(-1) for p in m.parameters()])  # noqa: E731
+    rep.check("authors' GRAND-l: parameters after 2 epochs", flat(dm), flat(one), 1e-4)
+    for k in ("best_epoch", "val_acc", "test_acc", "train_acc"):
+        rep.equal(f"authors' GRAND-l: {k}", r2[k], r1[k])
+    rep.equal("authors' GRAND-l: step time of the best", r2["history"][-1].get("step_time"),
+              r1["history"][-1].get("step_time"))
+
+
 SMALL_GRAND = dict(hidden_dim=6, heads=2, attention_dim=4, time=1.0, input_dropout=0.0, dropout=0.0,
                    method="dopri5", rtol=1e-6, atol=1e-8, epochs=1)
 CHECKS = {
@@ -297,6 +350,7 @@ CHECKS = {
     "train-grand-l": lambda rep, g, part, method: check_training(rep, g, method, "grand-l", SMALL_GRAND, 1e-4),
     "train-grand-nl-adjoint": lambda rep, g, part, method: check_training(
         rep, g, method, "grand-nl", {**SMALL_GRAND, "adjoint": True}, 1e-4),
+    "fit-grand-l-authors": lambda rep, g, part, method: check_fit_authors(rep, g, method),
     "resume": lambda rep, g, part, method: check_resume(rep, g, method),
     "train-grand-laplacian": lambda rep, g, part, method: check_training(
         rep, g, method, "grand-laplacian", SMALL_GRAND, 1e-4),

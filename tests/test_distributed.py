@@ -162,16 +162,6 @@ def test_distgraph_rejects_wrong_rows():
         ops.spmm(dg, torch.ones(dg.num_edges), torch.ones(99, 2))
 
 
-def test_distgraph_rejects_attention_options_that_span_ranks():
-    g = graphode.power_law_graph(100, 500, seed=0)
-    dg = DistGraph(partition_graph(g, 1, method="random").part(0))
-    q = torch.randn(100, 2, 3)
-    with pytest.raises(ValueError, match="normalize_over='source' is not supported on a DistGraph"):
-        ops.edge_attention(dg, q, q, normalize_over="source")
-    with pytest.raises(ValueError, match="normalize='squareplus' is not supported on a DistGraph"):
-        ops.attention_diffusion(dg, q, q, torch.randn(100, 4), normalize="squareplus")
-
-
 def test_distributed_solver_rejects_non_reducing_norms():
     from graphode.distributed import solvers as ds
 
@@ -194,15 +184,13 @@ def test_grand_rejects_what_is_not_distributed():
     dg = DistGraph(partition_graph(g, 1, method="random").part(0))
     for kw, msg in ((dict(variant="nl-rw"), "GRAND-nl-rw / hard attention"),
                     (dict(variant="l", method="implicit_euler"), "method 'implicit_euler' is not supported across"),
-                    (dict(variant="nl", attention_normalize="squareplus"), "attention_normalize='squareplus'"),
-                    (dict(variant="nl", attention_normalize_over="source"), "normalisation over 'source'"),
-                    (dict(variant="laplacian", laplacian_normalize_over="source"), "normalisation over 'source'"),
                     (dict(variant="l", batch_norm=True), "batch_norm"),
                     (dict(variant="l", kinetic_energy=0.1), "the kinetic-energy / Jacobian regularisers")):
         with pytest.raises(ValueError, match="not supported on a distributed graph: " + msg.replace("(", r"\(")):
             GRAND(4, 2, dg, **kw)
-    # row-local attention scores are supported
-    GRAND(4, 2, dg, variant="nl", attention_score="cosine")
+    # row-local scores, and groups and shifts that span ranks, are supported
+    GRAND(4, 2, dg, variant="nl", attention_score="cosine", attention_normalize="squareplus",
+          attention_normalize_over="source")
 
 
 # --------------------------------------------------------------------------- several processes
@@ -229,9 +217,9 @@ def _assert_reports(reports, checks):
 
 
 DEFAULT_2 = ["ops", "solve", "grand-nl", "grand-l-adjoint", "train-grand-l", "resume"]
-DEFAULT_4 = ["ops", "solve", "grand-nl-adjoint", "train-gcn", "train-grand-laplacian"]
+DEFAULT_4 = ["ops", "solve", "grand-nl-adjoint", "train-gcn", "fit-grand-l-authors"]
 ALL = ["ops", "solve", "grand-nl", "grand-l-adjoint", "grand-nl-adjoint", "grand-nl-adjoint-rk4", "grand-laplacian",
-       "train-grand-l", "train-grand-nl-adjoint", "train-gcn", "train-grand-laplacian", "resume"]
+       "train-grand-l", "train-grand-nl-adjoint", "train-gcn", "train-grand-laplacian", "fit-grand-l-authors", "resume"]
 
 
 def test_two_processes_match_one(tmp_path):
@@ -245,7 +233,8 @@ def test_two_processes_match_one(tmp_path):
 
 
 def test_four_processes_match_one(tmp_path):
-    """4 ranks, random parts: ops, dopri5 steps and NFE, GRAND-nl adjoint, a GCN training step."""
+    """4 ranks, random parts: ops, dopri5 steps and NFE, GRAND-nl adjoint, a GCN training step, two
+    epochs of GRAND-l with the authors' attention and test integrator."""
     _assert_reports(_job(tmp_path, DEFAULT_4, 4, "random"), DEFAULT_4)
 
 
@@ -301,7 +290,7 @@ def test_train_nproc_cli_rejects_unsupported_models():
     assert lines == ["graphode train: error: model 'grand-nl-rw' cannot train across ranks; supported: "
                      "grand-l, grand-nl, grand-laplacian, gcn"], p.stderr
     q = _cli("train", "--model", "grand-nl", "--dataset", "cora", "--nproc", "2", "--set", "batch_norm=true",
-             "--set", "attention_normalize=softmax", "--set", "attention_normalize_over=target", timeout=300)
+             timeout=300)
     assert q.returncode == 2 and q.stderr.strip() == (
         "graphode train: error: grand-nl across ranks: not supported: batch_norm (its statistics are over all "
         "nodes)"), q.stderr

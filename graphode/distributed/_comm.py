@@ -25,6 +25,8 @@ __all__ = [
     "share_grad",
     "all_reduce_sum",
     "all_reduce_max",
+    "halo_reduce",
+    "global_max",
 ]
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -162,6 +164,69 @@ class HaloPlan:
             del back
             out.append(own.view((n_own,) + tuple(g.shape[1:])))
         return out
+
+
+    def reduce_halo(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """``[n_own + n_halo, ...]`` per-local-node partial values -> ``[n_own, ...]``: each
+        owner combines its own rows with the halo rows the other ranks hold of its nodes
+        (``op``: ``"sum"`` or ``"amax"``; not differentiable, see :func:`halo_reduce`)."""
+        if op == "sum":
+            return self.scatter_halo_grad([t])[0]
+        n_own = self.num_owned
+        f = t.reshape(t.size(0), -1).contiguous()
+        back = f.new_empty((self.num_send, f.size(1)))
+        self._a2a(back, f[n_own:], self.send_counts, self.recv_counts, "backward")
+        own = f[:n_own].clone().index_reduce_(0, self.send_index, back, op, include_self=True)
+        return own.view((n_own,) + tuple(t.shape[1:]))
+
+
+class _HaloReduce(torch.autograd.Function):
+    """Sum of every node's partial values over the ranks that hold it (the transpose of
+    the halo exchange: its backward is the exchange of the owners' gradients)."""
+
+    @staticmethod
+    def forward(ctx, plan: HaloPlan, t):
+        ctx.plan = plan
+        return plan.reduce_halo(t, "sum")
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, ctx.plan.gather_halo([g.contiguous()])[0]
+
+
+def halo_reduce(plan: HaloPlan, t: torch.Tensor) -> torch.Tensor:
+    """``[n_own + n_halo, ...]`` partial sums -> ``[n_own, ...]`` totals (differentiable)."""
+    if t.size(0) != plan.num_owned + plan.num_halo:
+        raise ValueError(f"halo_reduce: {t.size(0)} rows, expected {plan.num_owned + plan.num_halo}")
+    if torch.is_grad_enabled() and t.requires_grad:
+        return _HaloReduce.apply(plan, t)
+    return plan.reduce_halo(t, "sum")
+
+
+class _GlobalMax(torch.autograd.Function):
+    """The maximum of a tensor over all its elements on all ranks; the gradient goes to
+    the maximal elements, split evenly among them wherever they are (as ``torch.max()``)."""
+
+    @staticmethod
+    def forward(ctx, t, group):
+        m = t.max() if t.numel() else t.new_full((), float("-inf"))
+        m = all_reduce_max(m.reshape(1).clone(), group).reshape(())
+        ctx.group = group
+        ctx.save_for_backward(t, m)
+        return m
+
+    @staticmethod
+    def backward(ctx, g):
+        t, m = ctx.saved_tensors
+        hit = t == m
+        v = torch.stack([g.reshape(()).to(torch.float64), hit.sum().to(torch.float64)])
+        all_reduce_sum(v, ctx.group)
+        return (hit.to(t.dtype) * (v[0] / v[1]).to(t.dtype)), None
+
+
+def global_max(t: torch.Tensor, group=None) -> torch.Tensor:
+    """``max`` over every element of ``t`` on every rank (differentiable like ``torch.max()``)."""
+    return _GlobalMax.apply(t, group)
 
 
 class _HaloExchange(torch.autograd.Function):

@@ -14,15 +14,23 @@ whole graph, forward and backward, up to the order of floating-point sums.
 ``attention_diffusion``) dispatch here, so models written against the ops run
 unchanged on a ``DistGraph``: their node tensors hold the owned rows only.
 
+Attention whose groups or shift reach other ranks (normalised over each
+source's out-edges, or squareplus with its one global maximum) is computed by
+composition (:meth:`DistGraph._attention`): the per-source sums of halo
+sources are added up by their owners and sent back, the maximum is reduced
+over all ranks.
+
 A ``DistGraph`` also offers the parts of :class:`graphode.Graph`'s interface
 that models use, computed on the owned rows (``num_nodes`` is the number of
 owned nodes, ``row``/``col`` are local ids, owned ids first so that a self
 loop has ``row == col``): ``remove_self_loops``, ``add_self_loops``,
-``row_normalize``, ``gcn_norm`` (exchanging degrees with the halo), ``to``.
+``row_normalize``, ``normalize_weights``, ``gcn_norm`` (exchanging degrees
+with the halo), ``to``.
 """
 from __future__ import annotations
 
 import copy
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -175,12 +183,17 @@ class DistGraph:
         return self.local.row_normalize(w)
 
     def normalize_weights(self, weight: torch.Tensor, over: str = "target", eps: float = 0.0) -> torch.Tensor:
-        """:meth:`graphode.Graph.normalize_weights` over each owned target's in-edges (all on
-        this rank); ``over="source"`` is not supported (a source's out-edges lie on other ranks)."""
-        if over != "target":
-            raise ValueError(f"normalize_weights(over={over!r}) is not supported on a DistGraph: a source's "
-                             "out-edges lie on the ranks that own their targets")
-        return self.local.normalize_weights(weight, "target", eps)
+        """:meth:`graphode.Graph.normalize_weights`: over each owned target's in-edges (all on
+        this rank), or over each source's out-edges (``over="source"``: the sums of a halo
+        source's edges are added up by its owner and sent back)."""
+        if over == "target":
+            return self.local.normalize_weights(weight, "target", eps)
+        if over != "source":
+            raise ValueError(f"over must be 'target' or 'source', got {over!r}")
+        col = self.local.col
+        part = weight.new_zeros((self.local.num_nodes,) + tuple(weight.shape[1:])).index_add(0, col, weight)
+        (total,) = self.exchange(_comm.halo_reduce(self.plan, part))
+        return weight / (total.index_select(0, col) + eps)
 
     def gcn_norm(self, add_self_loops: bool = True, dtype=torch.float32) -> Tuple["DistGraph", torch.Tensor]:
         """``D^-1/2 (A + I) D^-1/2`` as :meth:`graphode.Graph.gcn_norm`; the degrees of the
@@ -226,16 +239,50 @@ class DistGraph:
             raise ValueError(f"{name} has {t.size(0) if t.dim() else 0} rows but rank {self.rank} owns "
                              f"{self.num_nodes} nodes (pass the owned rows only)")
 
-    def _check_options(self, options) -> None:
-        # both group or shift over edges that other ranks hold
-        if options.get("normalize_over", "target") != "target":
-            raise ValueError("normalize_over='source' is not supported on a DistGraph: a source's out-edges lie on "
-                             "the ranks that own their targets (each rank holds complete in-edge rows only)")
-        if options.get("normalize", "softmax") != "softmax":
-            raise ValueError(f"normalize={options['normalize']!r} is not supported on a DistGraph: its shift is one "
-                             "maximum over all edges of the graph")
+    @staticmethod
+    def _fused(options) -> bool:
+        """Whether the attention groups and shifts are a target's in-edges (the fused ops
+        on the local graph), else the composition of :meth:`_attention`."""
+        return options.get("normalize_over", "target") == "target" and \
+            options.get("normalize", "softmax") == "softmax"
 
-    # ------------------------------------------------------------------ ops
+    def _attention(self, q, k, scale=None, score="scaled_dot", normalize="softmax", normalize_over="target",
+                   kernel_params=None, backend=None) -> torch.Tensor:
+        """Edge attention ``[num_edges, H]`` whose groups or shift reach other ranks
+        (``normalize_over="source"``: a source's out-edges lie on the ranks of their
+        targets; ``normalize="squareplus"``: one maximum over all edges).  The scores
+        and normalisation of :mod:`graphode.ops.reference` on the local edges, with the
+        group sums (and softmax shifts) of halo sources reduced over the ranks that hold
+        them and sent back, and the squareplus shift a maximum over all ranks."""
+        from ..ops import reference as R
+
+        if normalize not in R.NORMALIZE or normalize_over not in R.NORMALIZE_OVER:
+            raise ValueError(f"unknown normalize={normalize!r} / normalize_over={normalize_over!r}")
+        s_scale = (1.0 / math.sqrt(q.size(-1)) if scale is None else float(scale)) if score == "scaled_dot" else 1.0
+        (k_ext,) = self.exchange(k)
+        local = self.local
+        s = R.edge_scores(local, self._pad(q), k_ext, s_scale, score, kernel_params)  # [E, H]
+        H = s.size(1)
+        idx = local.row if normalize_over == "target" else local.col
+        n_loc = local.num_nodes
+        if normalize == "softmax":
+            with torch.no_grad():  # the shift cancels: detached, as in the reference
+                gmax = s.new_full((n_loc, H), float("-inf")).scatter_reduce(
+                    0, idx.unsqueeze(-1).expand_as(s), s, reduce="amax", include_self=True)
+                if normalize_over == "source":
+                    (gmax,) = self.exchange(self.plan.reduce_halo(gmax, "amax"))
+            u = torch.exp(s - gmax.index_select(0, idx))
+            eps = 0.0
+        else:
+            sp = s - _comm.global_max(s, self.group)
+            u = (sp + torch.sqrt(sp * sp + 4.0)) / 2
+            eps = R.SQUAREPLUS_EPS
+        part = s.new_zeros((n_loc, H)).index_add(0, idx, u)
+        if normalize_over == "source":  # totals of the owners, sent to every rank that holds the node
+            (part,) = self.exchange(_comm.halo_reduce(self.plan, part))
+        return u / (part.index_select(0, idx) + eps)
+
+    # ------------------------------------------------------------------ ops    # ------------------------------------------------------------------ ops
     def spmm(self, edge_weight: torch.Tensor, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
         """:func:`graphode.ops.spmm` over the owned rows (``edge_weight`` ``[num_edges]`` local)."""
         self._check("x", x)
@@ -244,11 +291,12 @@ class DistGraph:
 
     def edge_attention(self, q: torch.Tensor, k: torch.Tensor, scale: Optional[float] = None,
                        backend: Optional[str] = None, **options) -> torch.Tensor:
-        """:func:`graphode.ops.edge_attention` of the local edges ``[num_edges, H]`` (``options``:
-        ``score``, ``kernel_params``, ... as there; per-target normalisation only)."""
+        """:func:`graphode.ops.edge_attention` of the local edges ``[num_edges, H]`` (``options``
+        as there: ``score``, ``normalize``, ``normalize_over``, ``kernel_params``)."""
         self._check("q", q)
         self._check("k", k)
-        self._check_options(options)
+        if not self._fused(options):
+            return self._attention(q, k, scale, backend=backend, **options)
         (k_ext,) = self.exchange(k)
         return ops.edge_attention(self.local, self._pad(q), k_ext, scale, backend=backend, **options)
 
@@ -259,7 +307,8 @@ class DistGraph:
         self._check("q", q)
         self._check("k", k)
         self._check("x", x)
-        self._check_options(options)
+        if not self._fused(options):  # attention with groups across ranks, then the SpMM
+            return self.spmm(self._attention(q, k, scale, backend=backend, **options).mean(1), x, backend=backend)
         k_ext, x_ext = self.exchange(k, x)
         y = ops.attention_diffusion(self.local, self._pad(q), k_ext, x_ext, scale, backend=backend, **options)
         return y[: self.num_nodes]

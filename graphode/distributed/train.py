@@ -148,9 +148,11 @@ class DistTrainer(Trainer):
 
     def __init__(self, model, dataset: PartDataset, config: Dict[str, Any], callbacks: Sequence = (),
                  seed: int = 0, group=None):
-        if getattr(model, "callbacks", None):
-            raise ValueError("training callbacks of the model (e.g. the deep GCN's gradient-guided rewiring) "
-                             "are not supported across ranks")
+        bad = [type(cb).__name__ for cb in getattr(model, "callbacks", None) or ()
+               if not getattr(cb, "works_across_ranks", False)]
+        if bad:
+            raise ValueError(f"the model's training callbacks {bad} are not supported across ranks (e.g. the deep "
+                             "GCN's gradient-guided rewiring)")
         if not isinstance(dataset.graph, DistGraph):
             raise TypeError("DistTrainer needs a PartDataset whose graph is a DistGraph")
         self.group = group
@@ -214,22 +216,26 @@ class DistTrainer(Trainer):
         model.eval()
         t0 = time.perf_counter()
         logits = model(ds.x)
-        pred = logits.argmax(-1)
-        vals = []
-        for k in _MASKS:
-            m = getattr(ds, k)
-            vals.append(float((pred[m] == ds.y[m]).sum()))
         vm = ds.val_mask
-        vals.append(float(F.cross_entropy(logits[vm], ds.y[vm], reduction="sum")) if int(vm.sum()) else 0.0)
-        v = _comm.all_reduce_sum(torch.tensor(vals, dtype=torch.float64, device=ds.device), self.group).tolist()
-        out = {}
-        for (k, name), c in zip(zip(_MASKS, ("train_acc", "val_acc", "test_acc")), v[:3]):
-            n = self.counts[k]
-            out[name] = c / n if n else float("nan")
+        extra = [float(F.cross_entropy(logits[vm], ds.y[vm], reduction="sum")) if int(vm.sum()) else 0.0]
+        counts, (val_loss,) = self._reduce_counts(logits.argmax(-1), extra)
+        out = {name: c / n if n else float("nan") for name, (c, n) in zip(("train_acc", "val_acc", "test_acc"),
+                                                                           counts)}
         out["eval_time_s"] = time.perf_counter() - t0
         if self.counts["val_mask"]:
-            out["val_loss"] = v[3] / self.counts["val_mask"]
+            out["val_loss"] = val_loss / self.counts["val_mask"]
         return out
+
+    def _reduce_counts(self, pred: torch.Tensor, extra=()):
+        local = super().count_correct(pred)
+        v = torch.tensor([c for c, _ in local] + list(extra), dtype=torch.float64, device=pred.device)
+        v = _comm.all_reduce_sum(v, self.group).tolist()
+        counts = [(int(c), self.counts[k]) for c, k in zip(v[:3], _MASKS)]
+        return counts, v[3:]
+
+    def count_correct(self, pred: torch.Tensor):
+        """``[(correct, nodes)]`` of the train, validation and test masks over all ranks."""
+        return self._reduce_counts(pred)[0]
 
     def _agree(self, value: int, what: str) -> None:
         v = torch.tensor([value, -value], dtype=torch.int64, device=self.dataset.device)

@@ -295,16 +295,8 @@ def distributed_support(variant: str, kwargs: Dict[str, Any]) -> Optional[str]:
     get = kwargs.get
     if variant == "nl-rw" or get("hard_attention"):
         return "GRAND-nl-rw / hard attention (GDC and the attention quantile need the whole graph)"
-    if get("attention_normalize", "softmax") != "softmax":
-        return f"attention_normalize={get('attention_normalize')!r} (its shift is a maximum over the whole graph)"
-    over = get("laplacian_normalize_over", "target") if variant == "laplacian" else \
-        get("attention_normalize_over", "target")
-    if over != "target":
-        return f"normalisation over '{over}' (a source's out-edges lie on other ranks)"
     if get("batch_norm"):
         return "batch_norm (its statistics are over all nodes)"
-    if get("eval_time_factor") is not None:
-        return "eval_time_factor (the early-stop test integrator)"
     if get("kinetic_energy") or get("jacobian_norm2"):
         return "the kinetic-energy / Jacobian regularisers"
     from ..distributed.solvers import check_method
@@ -371,6 +363,8 @@ class BestIntegrationTime:
     time's accuracies had their turn), as the authors' ``run_GNN`` loop does with their
     ``EarlyStopInt``.  ``trainer.best`` then also holds the ``time`` it was found at."""
 
+    works_across_ranks = True  # its accuracies come from trainer.count_correct
+
     def __init__(self, model: "GRAND"):
         object.__setattr__(self, "_model", model)  # no reference cycle through state_dict
 
@@ -378,12 +372,10 @@ class BestIntegrationTime:
         trace = self._model.eval_trace
         if not trace:
             return
-        ds = trainer.dataset
         best = None
         for t, logits in trace:
-            pred = logits.argmax(-1)
-            accs = [float((pred[m] == ds.y[m]).sum()) / max(int(m.sum()), 1)
-                    for m in (ds.train_mask, ds.val_mask, ds.test_mask)]
+            # counts from the trainer: summed over ranks when training across processes
+            accs = [c / max(n, 1) for c, n in trainer.count_correct(logits.argmax(-1))]
             if best is None or accs[1] > best[2]:
                 best = (t, *accs)
         t, tr, va, te = best

@@ -34,7 +34,7 @@ import os
 import random
 import sys
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -281,6 +281,12 @@ class Trainer:
         if nfe_b is not None:
             logs["nfe_backward"] = nfe_b
         return logs
+
+    def count_correct(self, pred: torch.Tensor) -> List[Tuple[int, int]]:
+        """``[(correct, nodes)]`` of the train, validation and test masks for predicted
+        classes ``pred`` (a distributed trainer sums them over ranks)."""
+        ds = self.dataset
+        return [(int((pred[m] == ds.y[m]).sum()), int(m.sum())) for m in (ds.train_mask, ds.val_mask, ds.test_mask)]
 
     @torch.no_grad()
     def evaluate(self) -> Dict[str, float]:
