@@ -1,6 +1,6 @@
 """Shared helpers of the deep-GCN reproduction scripts (``experiments/gcn_*.py``).
 
-Every run goes through :func:`graphode.models.build` and the trainer
+Every run goes through :func:`graphode.train.build_model` and the trainer
 (:class:`graphode.train.Trainer`); results are appended, one JSON line per
 run, to a ``.jsonl`` file so that a long grid can be split over several
 invocations (finished runs are skipped) and summarised at any time.
@@ -108,15 +108,15 @@ def train_one(model_name: str, dataset, config: Dict[str, Any], seed: int, epoch
     *records* the flagged layers, then a fresh model, same seed, same init, is
     trained with those skips from epoch 0 and no rewiring callback).
     """
-    from graphode.models import build
     from graphode.train import Trainer, seed_everything
+    from graphode.train import build_model as build  # the model, its config's callbacks in model.callbacks
 
     cfg = {**TRAIN, **config}
     t0 = time.perf_counter()
     probe = None
     if cfg.get("rewiring_protocol", "online") == "restart" and cfg.get("rewiring") not in (None, "none"):
-        from graphode.models.gcn import _rewiring_from_config
-        from graphode.train import probe_skips
+        from graphode.callbacks import probe_skips
+        from graphode.callbacks.skip_rewiring import from_config as _rewiring_from_config
 
         probe_epochs = int(cfg.get("rewiring_probe_epochs") or 200)
         seed_everything(seed)

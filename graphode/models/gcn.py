@@ -5,10 +5,11 @@ Vanilla-GCNs Great Again".
 Every layer is ``Â (X W) + b`` with ``Â = D̂^-1/2 (A + I) D̂^-1/2`` applied by
 :func:`graphode.ops.spmm`; a hidden layer is ``dropout -> conv -> [skip] -> ReLU``
 and the output layer ``dropout -> conv``.  The model is thin: it composes ops
-and holds the state the callbacks act on.
-
-The interface that :class:`graphode.train.GradientGuidedRewiring` and
-:class:`graphode.monitor.TrainingMonitor` use (any model offering it works):
+and holds the state the callbacks act on, but no training logic: the
+callbacks that act on it (:class:`graphode.callbacks.GradientGuidedRewiring`,
+:class:`graphode.callbacks.TrainingMonitor`) are attached by whoever sets up the
+training run (:func:`graphode.train.build_model` from the config's ``rewiring``
+key, or ``fit(..., callbacks=[...])``).  Any model offering the interface works:
 
 ``model.layers``
     sequence of the ``L`` graph convolutions, each with a ``.weight`` parameter.
@@ -126,8 +127,9 @@ class GCN(nn.Module):
             (eq. 14 of the paper, :func:`graphode.nn.init.isometric_`),
             ``"isometric-code"`` (the authors' code's bound, biases too) or
             ``"uniform"`` (Kipf's pygcn: ``U(±1/sqrt(C'))`` weights and biases).
-        rewiring: optional :class:`graphode.train.GradientGuidedRewiring`;
-            it is exposed in ``model.callbacks`` for the trainer.
+        rewiring: deprecated (kept for one release): a callback stored in
+            ``model.callbacks``, which the trainer runs.  Pass it to the trainer
+            instead: ``fit(model, ds, config, callbacks=[rewiring])``.
         dropout: dropout probability before every convolution.
         skips: layers that get the permanent skip from the start.
         alpha: skip ratio used for ``skips``.
@@ -173,8 +175,12 @@ class GCN(nn.Module):
         self.record_hidden = False
         self.pre_activations: List[torch.Tensor] = []
         self._sparse_input = _SparseInput() if sparse_input else None
-        self.callbacks: List[Any] = [] if rewiring is None else [rewiring]
-        self._train_forwards, self._warned = 0, False
+        if rewiring is not None:
+            import warnings
+
+            warnings.warn("GCN(rewiring=...) is deprecated: pass the callback to the trainer, "
+                          "fit(model, dataset, config, callbacks=[rewiring])", DeprecationWarning, stacklevel=2)
+            self.callbacks: List[Any] = [rewiring]  # the trainer runs a model's callbacks
         self.reset_parameters()
         for l in skips:
             if not self.add_skip(int(l), alpha):
@@ -211,19 +217,6 @@ class GCN(nn.Module):
         """Layers that have a skip connection."""
         return [int(i) for i in torch.nonzero(self.skip_alpha).view(-1)]
 
-    def _check_callbacks_started(self) -> None:
-        self._train_forwards += 1
-        if self._train_forwards >= 3 and any(getattr(cb, "started", True) is False for cb in self.callbacks):
-            import warnings
-
-            warnings.warn(
-                "GCN: the rewiring callback in model.callbacks was never started; hand model.callbacks "
-                "to the trainer (fit(..., callbacks=model.callbacks)) or no skip will ever be added",
-                RuntimeWarning, stacklevel=3)
-            self._warned = True
-        elif self._train_forwards >= 3:
-            self._warned = True
-
     # ------------------------------------------------------------------ graph
     def normalized_graph(self, device=None):
         """``(graph with self loops, Â weights)``, cached (moved to ``device`` if needed)."""
@@ -238,8 +231,6 @@ class GCN(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.callbacks and not self._warned:
-            self._check_callbacks_started()
         g, w = self.normalized_graph(x.device)
         if w.dtype != x.dtype:
             w = w.to(x.dtype)
@@ -269,37 +260,17 @@ class GCN(nn.Module):
 
 
 # ---------------------------------------------------------------------- builders
-def _rewiring_from_config(config: Dict[str, Any]):
-    kind = config.get("rewiring")
-    if kind in (None, "none", "None", False):
-        return None
-    from ..train._rewiring import GradientGuidedRewiring
-
-    if isinstance(kind, GradientGuidedRewiring):
-        return kind
-    c = GCN_SCHEMA.with_defaults(config)
-    return GradientGuidedRewiring(
-        p=float(c["rewiring_p"]),
-        alpha=float(c["rewiring_alpha"]),
-        criterion=str(kind),
-        threshold=float(c["rewiring_threshold"]),
-        probe_epochs=c["rewiring_probe_epochs"],
-        laplacian=str(c["rewiring_laplacian"]),
-    )
-
-
 def build_gcn(dataset, config: Dict[str, Any]) -> GCN:
     """Builder for ``graphode train --model gcn``.
 
-    Config keys (defaults): ``layers`` (2), ``hidden`` (64), ``init``
-    (``"glorot"``; also ``"isometric"``, ``"isometric-code"``, ``"uniform"``),
-    ``rewiring`` (None; ``"gradient_flow"`` or ``"dirichlet_energy"``),
-    ``rewiring_p`` (0.1), ``rewiring_alpha`` (1.0), ``rewiring_threshold``
-    (0.4), ``rewiring_laplacian`` (``"augmented"``; ``"sym"``: the code's),
-    ``rewiring_probe_epochs`` (None: check every epoch), ``dropout``
-    (0.6), ``skips`` (layers with a skip from the start, ``[]``; ``"all"``: every
-    eligible layer ``1 .. L-2``, a fixed initial connection), ``alpha``
-    (1.0), ``bias`` (True).  The rewiring callback is in ``model.callbacks``.
+    Config keys (defaults: the ``gcn`` config schema's): ``layers`` (2), ``hidden``
+    (64), ``init`` (``"glorot"``; also ``"isometric"``, ``"isometric-code"``,
+    ``"uniform"``), ``dropout`` (0.6), ``skips`` (layers with a skip from the start,
+    ``[]``; ``"all"``: every eligible layer ``1 .. L-2``, a fixed initial connection),
+    ``alpha`` (1.0), ``bias`` (True).  The ``rewiring*`` keys are not the model's:
+    whoever sets up the training run builds the rewiring callback from them
+    (:func:`graphode.callbacks.from_config`, used by :func:`graphode.train.build_model`
+    and ``graphode train``).
     """
     c = GCN_SCHEMA.with_defaults(config)  # defaults: the gcn config schema's
     layers = int(c["layers"] if "layers" in config or c["num_layers"] is None else c["num_layers"])
@@ -315,7 +286,6 @@ def build_gcn(dataset, config: Dict[str, Any]) -> GCN:
         layers,
         dataset.graph,
         init=str(c["init"]),
-        rewiring=_rewiring_from_config(config),
         dropout=float(c["dropout"]),
         skips=skips,
         alpha=float(c["alpha"]),

@@ -46,6 +46,7 @@ from ..errors import CheckpointError, ConfigError
 __all__ = [
     "Trainer",
     "fit",
+    "build_model",
     "run_many",
     "seed_everything",
     "make_optimizer",
@@ -215,8 +216,9 @@ class Trainer:
     ``val_acc``, ``test_acc``, ``train_acc``), ``stop_training`` (a callback
     may set it to end the run after the current epoch), ``callbacks``.
 
-    Callbacks a model carries in ``model.callbacks`` (e.g. the deep GCN's
-    gradient-guided rewiring) are run too, after the ones given here.
+    Callbacks a model carries in ``model.callbacks`` (those :func:`build_model`
+    attached from the config, e.g. the deep GCN's gradient-guided rewiring) are
+    run too, after the ones given here.
     """
 
     def __init__(self, model, dataset, config: Dict[str, Any], callbacks: Sequence = (), seed: int = 0):
@@ -516,8 +518,8 @@ def fit(
             ``weight_decay``, ``momentum``, ``epochs``, ``patience``,
             ``deterministic``, ``device``, ``checkpoint_every``, ``threads`` (see
             :data:`DEFAULT_TRAIN_CONFIG`); other keys are ignored here.
-        callbacks: objects implementing (part of) the protocol in
-            :mod:`graphode.train._callbacks`.
+        callbacks: objects implementing (part of) the protocol of
+            :class:`graphode.callbacks.Callback`.
         seed: seeds python / numpy / torch before the first epoch (the model's
             initialisation is the caller's: seed before building it, as
             :func:`run_many` does).
@@ -565,6 +567,20 @@ def summarize(results: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     }
 
 
+def build_model(model_name: str, dataset, config: Dict[str, Any]):
+    """The model of a training run: :func:`graphode.models.build` (the model alone), plus
+    the callbacks the config asks for (:func:`graphode.callbacks.from_config`: the deep
+    GCN's ``rewiring``) appended to ``model.callbacks``, which :class:`Trainer` runs."""
+    from ..callbacks import from_config
+    from ..models import build
+
+    model = build(model_name, dataset, config)
+    callbacks = from_config(model, config)
+    if callbacks:
+        model.callbacks = list(getattr(model, "callbacks", None) or ()) + callbacks
+    return model
+
+
 def run_many(
     model_name: str,
     dataset: Union[str, Any],
@@ -602,8 +618,6 @@ def run_many(
         ``{"runs": [per-run result without history], "mean_test_acc", "std_test_acc",
         "mean_val_acc", "mean_epoch_time_s", "mean_nfe", "config"}``.
     """
-    from ..models import build
-
     if int(runs) < 1:
         raise ConfigError(f"runs: expected an integer >= 1, got {runs!r}")
     config = dict(config or {})
@@ -615,7 +629,7 @@ def run_many(
     for i, s in enumerate(seeds):
         ds = ds_all.split(i % ds_all.num_splits) if ds_all.train_mask.dim() == 2 else ds_all
         seed_everything(s)
-        model = build(model_name, ds, config)
+        model = build_model(model_name, ds, config)
         cbs = list(callbacks_factory(i)) if callbacks_factory is not None else []
         ck = None if checkpoint is None else (checkpoint if runs == 1 else f"{checkpoint}.run{i}")
         rs = None if resume is None else (resume if runs == 1 else f"{resume}.run{i}")

@@ -1,4 +1,6 @@
-"""Gradient-guided dynamic rewiring ("Old can be Gold", section 2.4) as a trainer callback.
+"""Gradient-guided dynamic rewiring ("Old can be Gold", section 2.4) as a trainer callback:
+skip connections added to a deep GCN's layers during training.  (Not GDC, the graph
+rewiring transform of GRAND-nl-rw, which changes the graph before training.)
 
 The rule (eq. 15-16): layer ``l`` permanently receives the skip connection
 ``alpha * h_0`` (``h_0`` = the first hidden layer's output before its
@@ -18,6 +20,11 @@ during the first ``K`` epochs (the authors' code probes for 200 epochs; it
 then trains a *fresh* model with the found skips fixed — for that protocol use
 :func:`probe_skips` and build the model with ``skips=...``).
 
+The model only offers the interface below; this callback decides when to add a
+skip.  Whoever sets up the training run attaches it: ``fit(model, dataset, config,
+callbacks=[rewiring])``, or :func:`from_config` (what :func:`graphode.train.build_model`
+and ``graphode train --rewiring`` use).
+
 Minimal model interface (see :mod:`graphode.models.gcn`):
 
 * ``model.layers`` — the ``L`` layers, each with a ``.weight`` parameter;
@@ -32,9 +39,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-__all__ = ["GradientGuidedRewiring", "probe_skips", "CRITERIA"]
+from ..config import GCN as _GCN_SCHEMA
+from ..config import REWIRING_CRITERIA
 
-CRITERIA = ("gradient_flow", "dirichlet_energy")
+__all__ = ["GradientGuidedRewiring", "probe_skips", "from_config", "CRITERIA"]
+
+CRITERIA = REWIRING_CRITERIA
 
 
 class GradientGuidedRewiring:
@@ -208,3 +218,25 @@ def probe_skips(model, dataset, rewiring: GradientGuidedRewiring, epochs: int = 
         rewiring.on_after_backward(t, epoch)
         t.optimizer.step()
     return sorted(rewiring.skips)
+
+
+def from_config(config: Dict[str, Any]) -> Optional[GradientGuidedRewiring]:
+    """The rewiring callback a config asks for: ``config["rewiring"]`` names the criterion
+    (``"gradient_flow"`` or ``"dirichlet_energy"``; None / ``"none"``: no rewiring, returns
+    None; a :class:`GradientGuidedRewiring` is returned as it is), the other keys are read
+    with the ``gcn`` config schema's defaults: ``rewiring_p``, ``rewiring_alpha``,
+    ``rewiring_threshold``, ``rewiring_probe_epochs``, ``rewiring_laplacian``."""
+    kind = config.get("rewiring")
+    if kind in (None, "none", "None", False):
+        return None
+    if isinstance(kind, GradientGuidedRewiring):
+        return kind
+    c = _GCN_SCHEMA.with_defaults(config)
+    return GradientGuidedRewiring(
+        p=float(c["rewiring_p"]),
+        alpha=float(c["rewiring_alpha"]),
+        criterion=str(kind),
+        threshold=float(c["rewiring_threshold"]),
+        probe_epochs=c["rewiring_probe_epochs"],
+        laplacian=str(c["rewiring_laplacian"]),
+    )
