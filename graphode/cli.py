@@ -60,6 +60,36 @@ def _cmd_run(args) -> int:
     return main_job(epochs=args.epochs, runs=args.runs, data_root=args.data_root, split=args.split)
 
 
+def _add_executor_args(s: argparse.ArgumentParser) -> None:
+    """``graphode train``'s choice of where the runs execute (see :func:`_cmd_train`)."""
+    s.add_argument("--ray", action="store_true",
+                   help="run the seeds as Ray tasks (graphode.sweep.RayExecutor; same results seed by seed)")
+    s.add_argument("--ray-address", default=None, help="Ray cluster address (default: start Ray locally)")
+    s.add_argument("--cpus-per-run", type=float, default=1, help="with --ray: CPUs per run (default 1)")
+    s.add_argument("--gpus-per-run", type=float, default=0, help="with --ray: GPUs per run (default 0)")
+
+
+def _cmd_train(args) -> int:
+    """``graphode train``: the runs execute one after another here, or with ``--ray`` on a
+    :class:`graphode.sweep.RayExecutor` (this layer picks the executor; graphode.train
+    knows none but its default)."""
+    from .train._cli import run_train
+
+    if not args.ray:
+        return run_train(args)
+    from .errors import UserError
+    from .sweep import RayExecutor
+
+    try:
+        executor = RayExecutor(address=args.ray_address, cpus_per_run=args.cpus_per_run,
+                               gpus_per_run=args.gpus_per_run)
+    except ImportError as e:
+        raise UserError(str(e)) from None
+    args.no_progress = True  # bars drawn in Ray's workers would reach this terminal interleaved
+    with executor:
+        return run_train(args, executor=executor)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the one-line error of every graphode command: ``graphode <cmd>: error: ...``
     on stderr and exit code 2 (the usage is one ``--help`` away)."""
@@ -71,7 +101,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from .distributed.train import add_partition_args, run_partition
     from .sweep import add_sweep_args, run_sweep
-    from .train._cli import add_train_args, run_train
+    from .train._cli import add_train_args
 
     common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true",
@@ -100,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("train", "train a model (GRAND variants, deep GCN, baselines)")
     add_train_args(s)
-    s.set_defaults(fn=run_train)
+    _add_executor_args(s)
+    s.set_defaults(fn=_cmd_train)
 
     s = command("partition", "cut a dataset's graph into parts for training across processes "
                              "(graphode train --partition DIR, torchrun)")

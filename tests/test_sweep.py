@@ -181,10 +181,21 @@ def test_missing_ray_message(monkeypatch):
 
     with pytest.raises(UserError, match=r"graphode\[sweep\]"):
         run_sweep(_sweep_args(["--model", "gcn", "--num-samples", "1"]))
-    from graphode.sweep import run_many_ray
+    from graphode.sweep import RayExecutor, run_many_ray
 
     with pytest.raises(ImportError, match="train --ray"):
         run_many_ray("gcn", "cora", TINY, runs=1)
+    with pytest.raises(ImportError, match="train --ray"):
+        RayExecutor()
+
+
+def test_train_ray_without_ray_is_one_line_exit_2(monkeypatch, capsys):
+    from graphode.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["train", "--model", "gcn", "--epochs", "1", "--ray"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("graphode train: error:") and "graphode[sweep]" in err[0]
 
 
 def test_graphode_imports_without_ray():
@@ -263,20 +274,16 @@ def test_run_many_ray_matches_sequential_seed_by_seed(ray_session, model_availab
 
 
 def test_train_cli_ray_flag_matches_sequential(ray_session, model_available, tmp_path):
-    """``graphode train --runs K --ray`` (once the flag is wired into graphode.train._cli)."""
-    probe = argparse.ArgumentParser()
-    from graphode.train import add_train_args
+    """``graphode train --runs K --ray``: graphode.cli runs the seeds on a RayExecutor."""
+    from graphode.cli import main
 
-    add_train_args(probe)
-    if "--ray" not in probe._option_string_actions:
-        pytest.skip("graphode train has no --ray flag yet (graphode/train/_cli.py not wired)")
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump({**TINY, "model": MODEL, "epochs": 1}))
     outs = []
     for extra in ([], ["--ray"]):
         out = tmp_path / f"r{len(outs)}.json"
-        assert run_train(["--config", str(cfg), "--runs", "2", "--seed", "3", "--no-progress",
-                          "--out", str(out), *extra]) == 0
+        assert main(["train", "--config", str(cfg), "--runs", "2", "--seed", "3", "--no-progress",
+                     "--out", str(out), *extra]) == 0
         outs.append(json.loads(out.read_text()))
     assert [r["test_acc"] for r in outs[0]["runs"]] == [r["test_acc"] for r in outs[1]["runs"]]
     assert outs[0]["std_test_acc"] == outs[1]["std_test_acc"]

@@ -203,6 +203,95 @@ def test_run_many_multi_split_dataset():
     assert out["config"]["lr"] == CFG["lr"]
 
 
+def _comparable(out):
+    return [{k: r[k] for k in ("seed", "test_acc", "val_acc", "train_acc", "best_epoch", "final_test_acc")}
+            for r in out["runs"]]
+
+
+def test_run_many_serial_executor_reports_each_run_before_the_next_starts():
+    """The default executor runs the seeds one after another, in this process: run i's
+    callbacks are made, it trains and on_run_end(i) is called before run i+1 starts."""
+    from graphode.train import SerialExecutor
+
+    ds = synthetic_dataset()
+    events = []
+
+    def factory(i):
+        events.append(("start", i))
+        return []
+
+    default = run_many("test-tiny", ds, CFG, runs=3, seed=4, epochs=2, progress=False, callbacks_factory=factory,
+                       on_run_end=lambda i, r: events.append(("end", i, r["seed"])))
+    assert events == [("start", 0), ("end", 0, 4), ("start", 1), ("end", 1, 5), ("start", 2), ("end", 2, 6)]
+    explicit = run_many("test-tiny", ds, CFG, runs=3, seed=4, epochs=2, progress=False, executor=SerialExecutor())
+    assert _comparable(explicit) == _comparable(default)
+
+
+def test_run_many_on_a_concurrent_futures_executor_same_results_seed_by_seed():
+    """Any concurrent.futures executor: each run seeds itself, so the results equal the
+    serial ones seed by seed, in seed order whatever order the runs end in."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ds = synthetic_dataset(splits=2)
+    serial = run_many("test-tiny", ds, CFG, runs=3, seed=1, epochs=3, progress=False)
+    ended = []
+    with ThreadPoolExecutor(max_workers=1) as ex:
+        threaded = run_many("test-tiny", ds, CFG, runs=3, seed=1, epochs=3, progress=False, executor=ex,
+                            on_run_end=lambda i, r: ended.append(i))
+    assert sorted(ended) == [0, 1, 2]
+    assert _comparable(threaded) == _comparable(serial)
+    assert threaded["mean_test_acc"] == serial["mean_test_acc"] and threaded["std_test_acc"] == serial["std_test_acc"]
+
+
+def test_run_many_uses_the_executors_put_and_device():
+    """put(obj) shares the dataset once (the runs get what it returns); the executor's
+    device is the runs' device when the config names none, never over the config's."""
+    from graphode.train import SerialExecutor
+
+    ds = synthetic_dataset()
+
+    class Box:  # what a remote executor's put returns: a handle, not the dataset
+        def __init__(self, obj):
+            self.obj = obj
+
+    class Remote(SerialExecutor):
+        device = "cpu"
+
+        def __init__(self):
+            self.puts = 0
+
+        def put(self, obj):
+            self.puts += 1
+            return Box(obj)
+
+        def submit(self, fn, /, *args, **kwargs):
+            assert isinstance(args[0], Box)
+            return super().submit(fn, args[0].obj, *args[1:], **kwargs)
+
+    ex = Remote()
+    out = run_many("test-tiny", ds, CFG, runs=2, seed=0, epochs=2, progress=False, executor=ex)
+    assert ex.puts == 1 and out["config"]["device"] == "cpu"
+    assert _comparable(out) == _comparable(run_many("test-tiny", ds, CFG, runs=2, seed=0, epochs=2, progress=False))
+    assert "device" not in run_many("test-tiny", ds, CFG, runs=1, epochs=1, progress=False)["config"]
+    ex.device = "cuda"
+    cfg_dev = run_many("test-tiny", ds, {**CFG, "device": "cpu"}, runs=1, epochs=1, progress=False, executor=ex)
+    assert cfg_dev["config"]["device"] == "cpu"
+
+
+def test_run_many_error_in_a_run_propagates():
+    from graphode.errors import ConfigError
+
+    def bad(dataset, config):
+        raise ConfigError("no such thing")
+
+    register_model("test-bad", bad)
+    try:
+        with pytest.raises(ConfigError, match="no such thing"):
+            run_many("test-bad", synthetic_dataset(), CFG, runs=2, epochs=1, progress=False)
+    finally:
+        MODELS.pop("test-bad", None)
+
+
 def _cli_args(argv):
     p = argparse.ArgumentParser()
     add_train_args(p)

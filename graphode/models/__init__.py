@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Dict
 
-__all__ = ["MODELS", "build", "register_model"]
+__all__ = ["MODELS", "build", "register_model", "model_targets", "register_targets"]
 
 # name -> "module:function"; function(dataset, config: dict) -> torch.nn.Module
 MODELS: Dict[str, str] = {
@@ -39,6 +39,21 @@ _add_baselines()
 def register_model(name: str, target: "str | Callable") -> None:
     """Add a builder (a callable, or a ``"module:function"`` string) under ``name``."""
     MODELS[name] = target
+
+
+def model_targets(names) -> Dict[str, Any]:
+    """The registry entries (``"module:function"`` or callables) of ``names``, to ship to
+    another process, where :func:`register_targets` makes models registered at run time
+    here resolve too."""
+    return {n: MODELS[n] for n in names if n in MODELS}
+
+
+def register_targets(targets: Dict[str, Any]) -> None:
+    """Register the entries of :func:`model_targets` that this process's registry lacks
+    (no-op where they are already there)."""
+    for name, target in (targets or {}).items():
+        if MODELS.get(name) is not target and MODELS.get(name) != target:
+            register_model(name, target)
 
 
 def _resolve(name: str) -> Callable:

@@ -6,8 +6,9 @@
   cluster (``--address``); writes ``results.csv`` / ``results.json`` and a
   ``best.yaml`` that ``graphode train --config`` accepts; ``--resume``
   continues an interrupted sweep.
-* ``graphode train --runs K --ray`` (:func:`run_many_ray`): the seeds of
-  :func:`graphode.train.run_many` as Ray tasks, same results seed by seed.
+* ``graphode train --runs K --ray`` (:class:`RayExecutor`, :func:`run_many_ray`):
+  the seeds of :func:`graphode.train.run_many` as Ray tasks, same results seed by
+  seed (``run_many(..., executor=RayExecutor(...))``).
 
 Importing this package does not import Ray; the functions that need it raise
 ``ImportError`` with the install command when it is missing
@@ -20,7 +21,7 @@ Importing this package does not import Ray; the functions that need it raise
 from __future__ import annotations
 
 from ._cli import add_sweep_args, main, run_sweep
-from ._ray import INSTALL_HINT, ensure_ray, require_ray, run_many_ray
+from ._ray import INSTALL_HINT, RayExecutor, ensure_ray, require_ray, run_many_ray
 from ._space import DISTRIBUTIONS, Dist, load_space, packaged_spaces, parse_space, resolve_space_path, to_tune
 from ._tune import TuneReporter, default_space_for, sweep
 
@@ -28,6 +29,7 @@ __all__ = [
     "add_sweep_args",
     "run_sweep",
     "sweep",
+    "RayExecutor",
     "run_many_ray",
     "require_ray",
     "ensure_ray",

@@ -38,7 +38,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from ._ray import ensure_ray, model_targets, register_targets, require_ray, set_threads
+from ._ray import ensure_ray, require_ray, set_threads
 from ._space import Dist, load_space, parse_space, resolve_space_path, space_keys, to_tune
 
 __all__ = ["sweep", "default_space_for", "TuneReporter", "SCHEDULERS"]
@@ -121,6 +121,8 @@ class TuneReporter:
 def _trainable(config: Dict[str, Any], runtime: Dict[str, Any]) -> None:
     """The function Tune runs for one trial (in a Ray worker)."""
     from ray import tune
+
+    from ..models import register_targets
 
     set_threads(runtime.get("threads"))
     register_targets(runtime.get("models"))
@@ -329,7 +331,7 @@ def sweep(
     require_ray("graphode sweep")
     from ray import tune
 
-    from ..models import MODELS
+    from ..models import MODELS, model_targets
     from ..config import load_config
     from ..errors import ConfigError
 

@@ -1,5 +1,5 @@
 """Training: :func:`fit` (one run), :func:`build_model` (a model and the callbacks its
-config asks for), :func:`run_many` (mean ± std over seeds), the
+config asks for), :func:`run_many` (mean ± std over seeds, on an executor), the
 ``graphode train`` command line (:func:`add_train_args`, :func:`run_train`) and
 :func:`main_job` (what ``make run`` / ``python -m graphode run`` does).  The
 callbacks themselves are in :mod:`graphode.callbacks`.
@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional
 
 from ..callbacks import Callback
 from ._cli import add_train_args, load_config, packaged_config_path, run_train
+from ._executor import SerialExecutor
 from ._trainer import (
     DEFAULT_TRAIN_CONFIG,
     Trainer,
@@ -35,6 +36,7 @@ __all__ = [
     "fit",
     "build_model",
     "run_many",
+    "SerialExecutor",
     "seed_everything",
     "make_optimizer",
     "summarize",

@@ -5,8 +5,10 @@
     graphode train --model grand-l --dataset cora --split public --runs 20 \\
         [--config path.yaml] [--seed S] [--epochs E] [--method dopri5] [--adjoint] \\
         [--out results.json] [--checkpoint PATH] [--resume PATH] [--data-root DIR] \\
-        [--layers L] [--init NAME] [--rewiring NAME] [--set key=value ...] [--threads N] \\
-        [--ray [--ray-address ADDR] [--cpus-per-run C] [--gpus-per-run G]]
+        [--layers L] [--init NAME] [--rewiring NAME] [--set key=value ...] [--threads N]
+
+(``graphode.cli`` adds ``--ray [--ray-address ADDR] [--cpus-per-run C] [--gpus-per-run G]``:
+the executor the runs execute on is chosen there, and handed to :func:`run_train`.)
 
 The config is a flat YAML mapping.  Without ``--config`` the packaged one for
 the model family and dataset is used when it exists
@@ -23,11 +25,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 from ..config import (GCN_INITS, REWIRING_CRITERIA, SPLITS, check_config, dump_config, load_config,
                       packaged_config_path, parse_set, read_yaml_mapping, resolved_config)
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 __all__ = ["add_train_args", "run_train", "load_config", "packaged_config_path", "parse_set", "resolve_config"]
 
@@ -100,11 +102,6 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "with --nproc it is created there when missing")
     p.add_argument("--partition-method", default=None, choices=("metis", "random", "contiguous"),
                    help="how --nproc / torchrun cut the graph when there is no --partition (default metis)")
-    p.add_argument("--ray", action="store_true",
-                   help="run the seeds as Ray tasks (graphode.sweep.run_many_ray; same results seed by seed)")
-    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start Ray locally)")
-    p.add_argument("--cpus-per-run", type=float, default=1, help="with --ray: CPUs per run (default 1)")
-    p.add_argument("--gpus-per-run", type=float, default=0, help="with --ray: GPUs per run (default 0)")
     return p
 
 
@@ -230,8 +227,11 @@ def _fmt(v, spec=".2f", scale=1.0, none="-"):
     return none if v is None else format(v * scale, spec)
 
 
-def run_train(args) -> int:
+def run_train(args, executor=None) -> int:
     """Run ``graphode train`` for parsed ``args``; prints the results (and writes ``--out``).
+
+    ``executor``: where the runs execute (:func:`graphode.train.run_many`; default: one
+    after another in this process).  ``graphode.cli`` passes a Ray executor for ``--ray``.
 
     Returns 0 (the exit status).  Raises :class:`~graphode.errors.UserError` (one line at the
     command line, exit code 2) for a user error: unknown model, bad config, bad checkpoint, ..."""
@@ -273,17 +273,10 @@ def run_train(args) -> int:
                                     on_run_end=report if main_rank else None)
         return _finish(args, cfg, model, out) if main_rank else 0
 
-    common = dict(runs=args.runs, seed=args.seed, split=args.split, split_seed=cfg.get("split_seed"),
-                  data_root=args.data_root,
-                  epochs=cfg.get("epochs"), checkpoint=args.checkpoint, resume=args.resume, progress=progress,
-                  on_run_end=report)
-    if getattr(args, "ray", False):
-        from ..sweep import run_many_ray
-
-        out = run_many_ray(model, args.dataset, cfg, address=args.ray_address, cpus_per_run=args.cpus_per_run,
-                           gpus_per_run=args.gpus_per_run, **common)
-    else:
-        out = run_many(model, dataset, cfg, **common)
+    out = run_many(model, dataset, cfg, runs=args.runs, seed=args.seed, split=args.split,
+                   split_seed=cfg.get("split_seed"), data_root=args.data_root, epochs=cfg.get("epochs"),
+                   checkpoint=args.checkpoint, resume=args.resume, progress=progress, on_run_end=report,
+                   executor=executor)
     return _finish(args, cfg, model, out)
 
 

@@ -28,7 +28,7 @@ bit-identical to an uninterrupted one.
 """
 from __future__ import annotations
 
-import copy
+import concurrent.futures
 import math
 import os
 import random
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from .._io import load_torch_file, save_torch_file
 from ..errors import CheckpointError, ConfigError
+from ._executor import SerialExecutor
 
 __all__ = [
     "Trainer",
@@ -581,6 +582,25 @@ def build_model(model_name: str, dataset, config: Dict[str, Any]):
     return model
 
 
+def _run_one(dataset, index: int, seed: int, model_name: str, config: Dict[str, Any], models: Dict[str, Any],
+             callbacks_factory, epochs: Optional[int], checkpoint: Optional[str], resume: Optional[str],
+             progress: bool) -> Dict[str, Any]:
+    """Run ``index`` of :func:`run_many` (what its executor runs): the split ``index mod
+    S`` of ``dataset``, everything seeded with ``seed`` before the model is built, then
+    :func:`fit`.  ``models``: the driver's registry entry of ``model_name`` (for runs in
+    another process)."""
+    from ..models import register_targets
+
+    register_targets(models)
+    ds = dataset.split(index % dataset.num_splits) if dataset.train_mask.dim() == 2 else dataset
+    seed_everything(seed)
+    model = build_model(model_name, ds, config)
+    cbs = list(callbacks_factory(index)) if callbacks_factory is not None else []
+    r = fit(model, ds, config, callbacks=cbs, seed=seed, epochs=epochs, checkpoint=checkpoint, resume=resume,
+            progress=progress)
+    return {k: v for k, v in r.items() if k != "history"}
+
+
 def run_many(
     model_name: str,
     dataset: Union[str, Any],
@@ -597,6 +617,7 @@ def run_many(
     resume: Optional[str] = None,
     progress: bool = True,
     on_run_end=None,
+    executor=None,
 ) -> Dict[str, Any]:
     """Train ``runs`` models (seeds ``seed, seed+1, ...``) and aggregate them.
 
@@ -612,32 +633,51 @@ def run_many(
     ``callbacks_factory(run_index)`` returns the callbacks of a run.
     ``checkpoint`` / ``resume`` are paths; with several runs, run ``i`` uses
     ``PATH.run{i}`` (a finished run found on resume is not retrained).
-    ``on_run_end(i, result)`` is called after each run.
+    ``on_run_end(i, result)`` is called as each run ends (in the order the runs end).
+
+    ``executor``: where the runs execute (:mod:`graphode.train._executor`): default
+    :class:`SerialExecutor`, one after another in this process; e.g.
+    :class:`graphode.sweep.RayExecutor` spreads them over Ray (``graphode train
+    --ray``).  Each run seeds everything itself, so the results are the same seed by
+    seed wherever they run.  ``progress`` bars are drawn where a run executes.
 
     Returns:
-        ``{"runs": [per-run result without history], "mean_test_acc", "std_test_acc",
-        "mean_val_acc", "mean_epoch_time_s", "mean_nfe", "config"}``.
+        ``{"runs": [per-run result without history, in seed order], "mean_test_acc",
+        "std_test_acc", "mean_val_acc", "mean_epoch_time_s", "mean_nfe", "config"}``.
     """
+    from ..models import model_targets
+
     if int(runs) < 1:
         raise ConfigError(f"runs: expected an integer >= 1, got {runs!r}")
+    executor = SerialExecutor() if executor is None else executor
     config = dict(config or {})
+    device = getattr(executor, "device", None)
+    if device and "device" not in config:  # e.g. an executor that gives each run a GPU
+        config["device"] = device
     config["model"] = model_name  # what runs is what is named
     seeds = [int(seed) + i for i in range(int(runs))]
     extra = {} if split_seed is None else {"split_seed": split_seed}
     ds_all = _load(dataset, split, seeds, data_root, **extra) if isinstance(dataset, str) else dataset
-    results = []
+    put = getattr(executor, "put", None)
+    shared = put(ds_all) if put is not None else ds_all
+    models = model_targets([model_name])
+    results: List[Optional[Dict[str, Any]]] = [None] * len(seeds)
+    pending: Dict[concurrent.futures.Future, int] = {}
+
+    def collect(done) -> None:
+        for f in done:
+            i = pending.pop(f)
+            results[i] = f.result()
+            if on_run_end is not None:
+                on_run_end(i, results[i])
+
     for i, s in enumerate(seeds):
-        ds = ds_all.split(i % ds_all.num_splits) if ds_all.train_mask.dim() == 2 else ds_all
-        seed_everything(s)
-        model = build_model(model_name, ds, config)
-        cbs = list(callbacks_factory(i)) if callbacks_factory is not None else []
         ck = None if checkpoint is None else (checkpoint if runs == 1 else f"{checkpoint}.run{i}")
         rs = None if resume is None else (resume if runs == 1 else f"{resume}.run{i}")
-        r = fit(model, ds, config, callbacks=cbs, seed=s, epochs=epochs, checkpoint=ck, resume=rs,
-                progress=progress)
-        r = {k: v for k, v in r.items() if k != "history"}
-        results.append(r)
-        if on_run_end is not None:
-            on_run_end(i, r)
-    out = {"runs": results, **summarize(results), "config": _plain(config)}
-    return out
+        f = executor.submit(_run_one, shared, i, s, model_name, config, models, callbacks_factory, epochs, ck, rs,
+                            progress)
+        pending[f] = i
+        collect([f for f in pending if f.done()])  # a serial executor's run ended already
+    for f in concurrent.futures.as_completed(list(pending)):  # the others, as they end
+        collect([f])
+    return {"runs": results, **summarize(results), "config": _plain(config)}
