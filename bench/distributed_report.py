@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Dict, List
 
-from graphode import _benchutil as bu
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 RESULTS = os.path.join(HERE, "results", "distributed.json")
+
+import _benchutil as bu  # noqa: E402
 
 
 def _gib(b) -> str:
@@ -102,6 +106,9 @@ def render(rows: List[dict], meta: Dict) -> str:
 
 
 def block() -> str:
+    if not os.path.exists(RESULTS):
+        return ("*No committed results for `distributed` yet: `make bench-dist` writes "
+                "`bench/results/distributed.json`.*")
     with open(RESULTS) as f:
         d = json.load(f)
     return render(d["rows"], d.get("meta", {}))

@@ -28,7 +28,7 @@ grid (1M nodes, ~8M edges), whose halos are small.
    first: the loss and every parameter gradient (summed over ranks) equal the
    single process's (relative 1e-3).
 
-Reported (``bench/results/distributed.md``): the edge cut of METIS and of
+Reported (``bench/results/distributed.json``, rendered by ``bench/distributed_report.py``): the edge cut of METIS and of
 random parts and their ratio, halo bytes per evaluation, time per
 evaluation at 1, 2 and 4 processes, and each rank's peak memory against the
 single process (goal: at most 1/3 with 4 parts).
@@ -48,7 +48,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from graphode import _benchutil as bu
+import _benchutil as bu
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -282,7 +282,7 @@ def load_meta_nodes(pdir: str) -> int:
 
 
 REPORT = bu.Report("distributed", "Distributed: GRAND-nl across ranks, 1M nodes (power-law 10M edges; grid)",
-                   rpt.render, command="make bench-dist")
+                   command="make bench-dist")
 
 if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "rank":
     rank_main(json.loads(sys.argv[2]))

@@ -1,37 +1,45 @@
-"""Solver benchmarks: graphode side by side with torchdiffeq 0.2.5 in one run.
+"""Solver benchmarks: graphode against torchdiffeq 0.2.5 and torchode, and against the
+limit that the vector field sets, in one run.
 
     .venv/bin/python -m pytest bench/test_bench_solvers.py --benchmark-only -q
 
-Cases, each with modes ``fwd`` (under ``no_grad``), ``bwd`` (the forward
-runs outside the timing; ``torch.autograd.grad(..., retain_graph=True)`` is
-timed) and ``full`` (forward + backward), providers ``graphode`` and
-``torchdiffeq`` (same method, same grid or tolerances, same vector field):
+Workloads (same method, same grid or tolerances, same vector field object for
+every library), modes ``fwd`` (under ``no_grad``), ``bwd`` (the forward runs
+outside the timing; ``torch.autograd.grad(..., retain_graph=True)`` is timed)
+and ``full`` (forward + backward):
 
-* ``rk4``: fixed-step RK4, 1000 steps on [0, 1], state 2708 x 16, f = -y (a
-  cheap field: measures the solver's own overhead); backprop through the solver;
-* ``dopri5-mlp``: dopri5, rtol = atol = 1e-6 on [0, 1], 3-layer tanh MLP
-  field (64 -> 64 -> 64 -> 64), state 2708 x 64; backprop through the solver;
-* ``adjoint-graph``: ``odeint_adjoint``, rk4 with 10 steps on [0, 1], the graph
-  field f(x) = tanh(A x W) - x (A: row-normalised PubMed-sized power-law graph,
-  ``graphode.ops.spmm``; W 64 x 64), state 19717 x 64.
+* ``decay-rk4``: rk4 (3/8 rule), 1000 fixed steps on [0, 1], state 2708 x 16,
+  f = -y: the field costs next to nothing, so this measures the solver's overhead;
+* ``mlp-rk4``: rk4, 100 steps on [0, 1], an MLP field 64 -> 64 -> 64 -> 64 with
+  tanh, state 2708 x 64: the field dominates;
+* ``mlp-dopri5``: the same MLP, dopri5 at rtol = atol = 1e-7 on [0, 1];
+* ``graph-adjoint``: ``odeint_adjoint``, rk4 with 10 steps on [0, 1], the graph
+  field f(x) = tanh(A x W) - x (A: row-normalised PubMed-sized power-law graph
+  through ``graphode.ops.spmm``, W 64 x 64), state 19717 x 64.
 
-Correctness first: before timing, graphode's output (and, for bwd/full, its
-gradients of y0 and of the field's parameters) is checked against
-torchdiffeq's; rk4 also against the exact exp(-1) y0, and NFE must match.
+Providers: ``graphode``, ``torchdiffeq`` and ``torchode`` (the state flattened
+to one batch element, so that it solves the same single ODE with one error norm;
+rk4 as the same 3/8-rule tableau on torchode's ``ExplicitRungeKutta`` with a
+``FixedStepController``; dopri5 with its ``IntegralController``; eager, no JIT;
+not run on the adjoint workload).
 
-Also (not moded):
+The limit (``limit`` rows): ``fwd`` = NFE x the median time of one vector-field
+call (under ``no_grad``); ``bwd`` / ``full`` = the same accepted steps as graphode
+took, written as a plain torch loop over the tableau (no step-size control, no
+bookkeeping), backpropagated; for the adjoint workload ``bwd`` = backward NFE x
+one vector-field call with its vector-Jacobian product.  Each library's overhead
+is its time minus the limit.
 
-* adjoint memory: peak RSS of one forward+backward with 10 and with 1000
-  rk4 steps, graphode ``odeint_adjoint``, torchdiffeq ``odeint_adjoint`` and
-  graphode ``odeint`` (backprop, for contrast), in a fresh subprocess
-  (``graphode._benchutil.run_worker``; the high-water mark is reset before
-  each run); the 1000-step run is the timed one;
-* stiff graph diffusion dx/dt = 1000 (A - I) x, T = 0.1: time to reach 1e-3
-  relative error against ``scipy.sparse.linalg.expm_multiply``
-  (graphode implicit_euler and dopri5, torchdiffeq dopri5; forward only).
+Correctness first: before timing, each library's output (and, for bwd/full, its
+gradients of y0 and of the field's parameters) is checked against torchdiffeq's
+(relative 1e-4; rk4 also against the exact e^-1 y0), and the NFE must equal
+torchdiffeq's where the methods are identical (rk4 for all three; dopri5 for
+graphode, whose controller follows torchdiffeq's; torchode's controller differs,
+its NFE is reported).
 
-Results: ``bench/results/solvers.md`` / ``.json``.  One intra-op thread
-(``GRAPHODE_BENCH_THREADS``).
+Also: adjoint peak memory (10 vs 1000 steps) and stiff time-to-accuracy.
+Results: ``bench/results/solvers.json``.  ``GRAPHODE_BENCH_THREADS`` intra-op
+threads (default 1).
 """
 from __future__ import annotations
 
@@ -41,20 +49,27 @@ import os
 import pytest
 import torch
 
+import _benchutil as bu
 import graphode
-from graphode import _benchutil as bu
 from graphode import ops
 from graphode.solvers import solve
+from graphode.solvers._tableaux import TABLEAUX
 
 torchdiffeq = pytest.importorskip("torchdiffeq", reason="the benchmarks compare against torchdiffeq")
+try:
+    import torchode
+except ImportError:  # pragma: no cover - torchode is in the test extras
+    torchode = None
 
 pytestmark = pytest.mark.usefixtures("bench_threads")
 
-LIBS = ("graphode", "torchdiffeq")
+LIBS = ("graphode", "torchdiffeq", "torchode")
 MODES = ("fwd", "bwd", "full")
-RK4_STEPS = bu.pick(1000, 20)
 ROWS = bu.pick(2708, 200)
 ROUNDS = bu.pick(5, 1)
+DECAY_STEPS = bu.pick(1000, 20)
+MLP_STEPS = bu.pick(100, 10)
+F_ROUNDS = bu.pick(20, 2)  # rounds of the single vector-field call (the fwd limit)
 
 
 def _lib(name):
@@ -62,7 +77,7 @@ def _lib(name):
 
 
 class MLP3(torch.nn.Module):
-    """Three-layer MLP vector field (tanh), counting evaluations."""
+    """The MLP field 64 -> 64 -> 64 -> 64 with tanh, counting evaluations."""
 
     def __init__(self, dim=64, seed=0):
         super().__init__()
@@ -91,7 +106,7 @@ class GraphField(torch.nn.Module):
         return torch.tanh(ops.spmm(self.g, self.w, x) @ self.W) - x
 
 
-class _Neg(torch.nn.Module):
+class Decay(torch.nn.Module):
     nfe = 0
 
     def forward(self, t, y):
@@ -99,52 +114,154 @@ class _Neg(torch.nn.Module):
         return -y
 
 
-# --------------------------------------------------------------------------- cases
+# --------------------------------------------------------------------------- workloads
 _problems: dict = {}
 
+TITLES = {
+    "decay-rk4": f"rk4 (3/8 rule), {DECAY_STEPS} steps on [0, 1], state {ROWS}x16, f = -y (backprop)",
+    "mlp-rk4": f"rk4, {MLP_STEPS} steps on [0, 1], MLP 64-64-64-64 tanh field, state {ROWS}x64 (backprop)",
+    "mlp-dopri5": f"dopri5, rtol = atol = 1e-7 on [0, 1], the same MLP field and state (backprop)",
+    "graph-adjoint": "odeint_adjoint rk4, 10 steps on [0, 1], f = tanh(A x W) - x, PubMed-sized power-law graph, "
+                     "64 features",
+}
 
-def problem(case):
+
+def problem(w):
     """(field, y0, t, solve kwargs, adjoint?)"""
-    if case not in _problems:
-        if case == "rk4":
+    if w not in _problems:
+        t = torch.tensor([0.0, 1.0])
+        if w == "decay-rk4":
             y0 = torch.randn(ROWS, 16, generator=torch.Generator().manual_seed(0))
-            _problems[case] = (_Neg(), y0, torch.tensor([0.0, 1.0]),
-                               dict(method="rk4", options={"step_size": 1.0 / RK4_STEPS}), False)
-        elif case == "dopri5-mlp":
+            _problems[w] = (Decay(), y0, t, dict(method="rk4", options={"step_size": 1.0 / DECAY_STEPS}), False)
+        elif w == "mlp-rk4":
             y0 = torch.randn(ROWS, 64, generator=torch.Generator().manual_seed(1))
-            _problems[case] = (MLP3(), y0, torch.tensor([0.0, 1.0]), dict(rtol=1e-6, atol=1e-6, method="dopri5"),
-                               False)
+            _problems[w] = (MLP3(), y0, t, dict(method="rk4", options={"step_size": 1.0 / MLP_STEPS}), False)
+        elif w == "mlp-dopri5":
+            y0 = torch.randn(ROWS, 64, generator=torch.Generator().manual_seed(1))
+            _problems[w] = (MLP3(), y0, t, dict(method="dopri5", rtol=1e-7, atol=1e-7), False)
         else:
             n, e = bu.pick((19717, 69700), (300, 1500))
             g = graphode.power_law_graph(n, e, seed=1)
             y0 = torch.randn(g.num_nodes, 64, generator=torch.Generator().manual_seed(2))
-            _problems[case] = (GraphField(g), y0, torch.tensor([0.0, 1.0]),
-                               dict(method="rk4", options={"step_size": 0.1}), True)
-    return _problems[case]
+            _problems[w] = (GraphField(g), y0, t, dict(method="rk4", options={"step_size": 0.1}), True)
+    return _problems[w]
 
 
-CASE_TITLES = {
-    "rk4": f"rk4, {RK4_STEPS} fixed steps, state {ROWS}x16, f = -y (backprop)",
-    "dopri5-mlp": f"dopri5, rtol=atol=1e-6, 3-layer tanh MLP field, state {ROWS}x64, t in [0,1] (backprop)",
-    "adjoint-graph": "odeint_adjoint rk4, 10 steps, f = tanh(A x W) - x, PubMed-sized power-law graph, 64 features",
-}
+# --------------------------------------------------------------------------- torchode
+def _torchode_rk4_class():
+    from torchode.interpolation import ThirdOrderPolynomialInterpolation
+    from torchode.single_step_methods.runge_kutta import ButcherTableau, ExplicitRungeKutta
+
+    tab = TABLEAUX["rk4"]
+    a = [[]] + [list(row) for row in tab.a]
+
+    class RK4(ExplicitRungeKutta):
+        """torchdiffeq's / graphode's ``rk4`` (Kutta's 3/8 rule) as a torchode method."""
+        TABLEAU = ButcherTableau.from_lists(c=list(tab.c), a=a, b=list(tab.b), b_low_order=list(tab.b))
+
+        def __init__(self, term=None):
+            super().__init__(term, RK4.TABLEAU)
+
+        def convergence_order(self):
+            return 4
+
+        def build_interpolation(self, data):
+            return ThirdOrderPolynomialInterpolation.from_k(data.t0, data.dt, data.y0, data.y1, data.k)
+
+    return RK4
 
 
-def make_case(case, lib, mode):
+def torchode_solve(f, y0, t, kw):
+    """``y(t[-1])`` from torchode, the state flattened to one batch element."""
+    shape = y0.shape
+    term = torchode.ODETerm(lambda tt, y: f(tt, y.view(shape)).reshape(1, -1))
+    prob = torchode.InitialValueProblem(y0=y0.reshape(1, -1), t_start=t[:1].double(), t_end=t[-1:].double())
+    if kw["method"] == "rk4":
+        step = _torchode_rk4_class()(term=term)
+        solver = torchode.AutoDiffAdjoint(step, torchode.FixedStepController())
+        # a hair above h: the last step is clipped to t_end instead of n rounding errors adding a tiny extra step
+        h = kw["options"]["step_size"] * (1 + 1e-12)
+        sol = solver.solve(prob, dt0=torch.tensor([h], dtype=torch.float64))
+    else:
+        step = torchode.Dopri5(term=term)
+        ctrl = torchode.IntegralController(atol=kw["atol"], rtol=kw["rtol"], term=term)
+        sol = torchode.AutoDiffAdjoint(step, ctrl).solve(prob)
+    assert int(sol.status[0]) == 0, f"torchode: status {int(sol.status[0])}"
+    return sol.ys[0, -1].view(shape)
+
+
+def _available(w, lib):
+    if lib == "torchode":
+        if torchode is None:
+            return "torchode is not installed"
+        if problem(w)[4]:
+            return "torchode's adjoint (BacksolveAdjoint) is not the same algorithm; not compared"
+    return None
+
+
+# --------------------------------------------------------------------------- cases
+def _steps(w):
+    """The accepted step sizes graphode takes (for the plain loop; the last one clipped to
+    end at t[-1] where the solver stepped past it and interpolated), and its NFE."""
+    key = ("steps", w)
+    if key not in _problems:
+        f, y0, t, kw, _ = problem(w)
+        with torch.no_grad():
+            r = solve(f, y0, t, **kw)
+        steps = list(r.stats.step_sizes)
+        steps[-1] = float(t[-1] - t[0]) - sum(steps[:-1])
+        _problems[key] = (steps, r.stats.nfe)
+    return _problems[key]
+
+
+def plain_loop(f, y, t0, steps, method):
+    """The same accepted steps as a plain torch loop over the method's tableau."""
+    tab = TABLEAUX[method]
+    s = len(tab.c)
+    tt = float(t0)
+    k_first = None
+    for h in steps:
+        ks = [k_first if k_first is not None else f(tt, y)]
+        for i in range(1, s):
+            yi = y
+            for j, a in enumerate(tab.a[i - 1]):
+                if a:
+                    yi = yi + (h * a) * ks[j]
+            ks.append(f(tt + tab.c[i] * h, yi))
+        y_new = y
+        for bi, k in zip(tab.b, ks):
+            if bi:
+                y_new = y_new + (h * bi) * k
+        k_first = ks[-1] if tab.reuse_last_stage else None
+        y, tt = y_new, tt + h
+    return y
+
+
+def make_case(w, lib, mode):
     """(run, prepare, field): ``run()`` returns the outputs compared with the reference."""
-    f, y0, t, kw, adjoint = problem(case)
-    L = _lib(lib)
+    f, y0, t, kw, adjoint = problem(w)
     params = list(f.parameters())
 
-    def solver(y):
-        if adjoint:
-            return L.odeint_adjoint(f, y, t, adjoint_params=tuple(params), **kw)
-        return L.odeint(f, y, t, **kw)
+    if lib == "plain-loop":
+        steps, _ = _steps(w)
+
+        def solver(y):
+            return plain_loop(f, y, t[0], steps, kw["method"])
+    elif lib == "torchode":
+        def solver(y):
+            return torchode_solve(f, y, t, kw)
+    else:
+        L = _lib(lib)
+
+        def solver(y):
+            if adjoint:
+                return L.odeint_adjoint(f, y, t, adjoint_params=tuple(params), **kw)[-1]
+            return L.odeint(f, y, t, **kw)[-1]
 
     if mode == "fwd":
         def run():
             with torch.no_grad():
-                return (solver(y0)[-1],)
+                return (solver(y0),)
 
         return run, None, f
     y = y0.detach().requires_grad_(True)
@@ -152,14 +269,14 @@ def make_case(case, lib, mode):
     gy = torch.randn(y0.shape, generator=torch.Generator().manual_seed(3))
     if mode == "full":
         def run():
-            yT = solver(y)[-1]
+            yT = solver(y)
             return (yT.detach(), *torch.autograd.grad(yT, inputs, gy))
 
         return run, None, f
     state = {}
 
     def prepare():
-        state["yT"] = solver(y)[-1]
+        state["yT"] = solver(y)
 
     def run():
         return torch.autograd.grad(state["yT"], inputs, gy, retain_graph=True)
@@ -170,41 +287,91 @@ def make_case(case, lib, mode):
 _truth: dict = {}
 
 
-def truth(case):
-    """torchdiffeq's output, gradients and NFE of one full forward + backward."""
-    if case not in _truth:
-        run, _, f = make_case(case, "torchdiffeq", "full")
+def truth(w):
+    """torchdiffeq's output, gradients and forward NFE of one full forward + backward."""
+    if w not in _truth:
+        run, _, f = make_case(w, "torchdiffeq", "fwd")
         f.nfe = 0
-        out = run()
-        _truth[case] = (out, f.nfe)
-    return _truth[case]
+        run()
+        nfe = f.nfe
+        run, _, f = make_case(w, "torchdiffeq", "full")
+        _truth[w] = (run(), nfe)
+    return _truth[w]
 
 
-CASES = [(c, lib, m) for c in CASE_TITLES for m in MODES for lib in LIBS]
+def _field_call(w, benchmark):
+    """Median time of one vector-field call (fwd) and, for the adjoint, of one call with its VJP."""
+    key = ("field", w)
+    if key not in _problems:
+        f, y0, t, kw, adjoint = problem(w)
+        tt = t[0]
+        with torch.no_grad():
+            fwd = lambda: f(tt, y0)  # noqa: E731
+            fwd()
+            out = {"fwd_s": bu.summarize(bu.time_calls(fwd, F_ROUNDS))["median_s"]}
+        if adjoint:
+            y = y0.detach().requires_grad_(True)
+            params = tuple(f.parameters())
+            a = torch.randn_like(y0)
+
+            def vjp():
+                with torch.enable_grad():
+                    return torch.autograd.grad(f(tt, y), (y,) + params, a)
+
+            vjp()
+            out["vjp_s"] = bu.summarize(bu.time_calls(vjp, F_ROUNDS))["median_s"]
+        _problems[key] = out
+    return _problems[key]
 
 
-@pytest.mark.parametrize("case,lib,mode", CASES, ids=[f"{c}-{m}-{l}" for c, l, m in CASES])
-def test_solver(benchmark, case, lib, mode):
-    benchmark.group = f"solver {case} {mode}"
-    run, prepare, f = make_case(case, lib, mode)
-    ref, ref_nfe = truth(case)
+CASES = [(w, lib, m) for w in TITLES for m in MODES for lib in LIBS + ("plain-loop",)]
+
+
+@pytest.mark.parametrize("workload,lib,mode", CASES, ids=[f"{w}-{m}-{lib}" for w, lib, m in CASES])
+def test_solver(benchmark, workload, lib, mode):
+    why = _available(workload, lib)
+    if why:
+        pytest.skip(why)
+    if lib == "plain-loop" and (mode == "fwd" or problem(workload)[4]):
+        pytest.skip("the plain loop is the limit of the backpropagated modes (fwd: NFE x one field call)")
+    benchmark.group = f"solver {workload} {mode}"
+    run, prepare, f = make_case(workload, lib, mode)
+    ref, ref_nfe = truth(workload)
     f.nfe = 0
     if prepare:
         prepare()
     outs = run()  # correctness first (also the warm-up)
-    exp = {"fwd": ref[:1], "bwd": ref[1:], "full": ref}[mode]
-    err = bu.check_close(outs, exp, rtol=1e-4, what=f"{case} {mode} {lib} vs torchdiffeq")
-    if case == "rk4" and mode != "bwd":
-        bu.check_close(outs[0], problem(case)[1] * math.exp(-1.0), rtol=2e-5, what="rk4 vs exp(-1) y0")
     nfe = f.nfe
-    if mode == "full":
-        assert nfe == ref_nfe, f"{case}: {lib} made {nfe} evaluations, torchdiffeq {ref_nfe}"
-    benchmark.pedantic(run, rounds=ROUNDS, iterations=1, warmup_rounds=0)
-    st = benchmark.stats.stats
-    info = dict(case=case, lib=lib, mode=mode, min_s=st.min, median_s=st.median, rounds=ROUNDS,
-                nfe_first_call=nfe, max_rel_err_vs_torchdiffeq=err, threads=torch.get_num_threads())
-    benchmark.extra_info.update(info)
-    REPORT.add(kind="moded", **info)
+    exp = {"fwd": ref[:1], "bwd": ref[1:], "full": ref}[mode]
+    err = bu.check_close(outs, exp, rtol=1e-4, what=f"{workload} {mode} {lib} vs torchdiffeq")
+    if workload == "decay-rk4" and mode != "bwd":
+        bu.check_close(outs[0], problem(workload)[1] * math.exp(-1.0), rtol=2e-5, what="rk4 vs exp(-1) y0")
+    identical = lib in ("graphode", "torchdiffeq") or problem(workload)[3]["method"] == "rk4"
+    if mode == "fwd" and lib != "plain-loop" and identical:
+        assert nfe == ref_nfe, f"{workload}: {lib} made {nfe} evaluations, torchdiffeq {ref_nfe}"
+    st = bu.measure(benchmark, run, ROUNDS)
+    row = dict(kind="moded", workload=workload, lib=lib, mode=mode, rounds=ROUNDS, nfe_first_call=nfe,
+               nfe_torchdiffeq=ref_nfe, max_rel_err_vs_torchdiffeq=err, threads=torch.get_num_threads(),
+               timed=st is not None)
+    if st:
+        row.update(min_s=st["min_s"], median_s=st["median_s"], times_s=st["times_s"])
+    if lib == "graphode":
+        row.update(field=_field_call(workload, benchmark), steps_nfe=_steps(workload)[1])
+        if problem(workload)[4]:  # adjoint: the backward's evaluations
+            row["nfe_backward"] = _adjoint_backward_nfe(workload)
+    benchmark.extra_info.update({k: v for k, v in row.items() if k != "times_s"})
+    REPORT.add(**row)
+
+
+def _adjoint_backward_nfe(w):
+    key = ("adj_nfe", w)
+    if key not in _problems:
+        run, _, f = make_case(w, "graphode", "full")
+        f.nfe = 0
+        run()
+        fwd_nfe = _steps(w)[1]
+        _problems[key] = f.nfe - fwd_nfe
+    return _problems[key]
 
 
 # --------------------------------------------------------------------------- adjoint peak memory (subprocess)
@@ -270,7 +437,8 @@ def test_adjoint_memory(benchmark, lib, mode):
     info = dict(lib=lib, mode=mode, steps_small=small["steps"], steps_large=large["steps"],
                 extra_small_bytes=small["peak_extra_bytes"], extra_large_bytes=large["peak_extra_bytes"],
                 peak_rss_small_bytes=small["peak_rss_bytes"], peak_rss_large_bytes=large["peak_rss_bytes"],
-                growth=large["peak_rss_bytes"] / small["peak_rss_bytes"], time_large_s=large["time_s"])
+                growth=large["peak_rss_bytes"] / small["peak_rss_bytes"], time_large_s=large["time_s"],
+                rows=MEM_ROWS)
     bu.record_external(benchmark, [large["time_s"]])
     benchmark.extra_info.update(info)
     REPORT.add(kind="memory", **info)
@@ -365,57 +533,17 @@ def test_stiff_time_to_accuracy(benchmark, case):
         err = _rel_err(ys[-1], ref)
         assert err <= TARGET, f"{case}: relative error {err:.2e} > {TARGET}"  # correctness first
         nfe = f.nfe
-        benchmark.pedantic(lambda: odeint(f, x0, t, **kw), rounds=bu.pick(3, 1), iterations=1)
-    st = benchmark.stats.stats
+        st = bu.measure(benchmark, lambda: odeint(f, x0, t, **kw), bu.pick(3, 1))
     info = dict(case=case, rel_err=err, nfe=nfe, settings=repr(opts or {"rtol": tol}), newton=r.stats.n_newton,
-                krylov=r.stats.n_linear, min_s=st.min, median_s=st.median)
+                krylov=r.stats.n_linear, timed=st is not None)
+    if st:
+        info.update(min_s=st["min_s"], median_s=st["median_s"])
     benchmark.extra_info.update(info)
     REPORT.add(kind="stiff", **info)
 
 
-# --------------------------------------------------------------------------- report
-def render(rows, meta):
-    out = []
-    moded = {(r["case"], r["mode"], r["lib"]): r for r in rows if r["kind"] == "moded"}
-    if moded:
-        table = []
-        for case in CASE_TITLES:
-            for mode in MODES:
-                g, t = moded.get((case, mode, "graphode")), moded.get((case, mode, "torchdiffeq"))
-                if not (g or t):
-                    continue
-                table.append([case, mode, bu.fmt_time(g and g["min_s"]), bu.fmt_time(t and t["min_s"]),
-                              bu.fmt_ratio(t["min_s"] / g["min_s"]) if g and t else "",
-                              bu.fmt_time(g and g["median_s"]), bu.fmt_time(t and t["median_s"]),
-                              bu.fmt_ratio(t["median_s"] / g["median_s"]) if g and t else "",
-                              (g or t)["nfe_first_call"]])
-        out.append(bu.markdown_table(
-            ["case", "mode", "graphode (min)", "torchdiffeq (min)", "speed-up (min)", "graphode (median)",
-             "torchdiffeq (median)", "speed-up (median)", "NFE"], table,
-            right=[False, False] + [True] * 7))
-        out.append("\nCases: " + "; ".join(f"`{k}`: {v}" for k, v in CASE_TITLES.items()) + ".")
-    mem = [r for r in rows if r["kind"] == "memory"]
-    if mem:
-        out.append(f"\n#### Adjoint memory (rk4, MLP field 16-16-16, state {MEM_ROWS}x16, fwd+bwd, fresh subprocess)\n")
-        out.append(bu.markdown_table(
-            ["case", "steps", "peak RSS (small / large)", "growth", "extra peak (small / large)",
-             "time fwd+bwd (large)"],
-            [[f"{r['lib']} {'odeint_adjoint' if r['mode'] == 'adjoint' else 'odeint (backprop)'}",
-              f"{r['steps_small']} / {r['steps_large']}",
-              f"{bu.fmt_bytes(r['peak_rss_small_bytes'])} / {bu.fmt_bytes(r['peak_rss_large_bytes'])}",
-              f"{r['growth']:.2f}x", f"{bu.fmt_bytes(r['extra_small_bytes'])} / {bu.fmt_bytes(r['extra_large_bytes'])}",
-              bu.fmt_time(r["time_large_s"])] for r in mem],
-            right=[False, True, True, True, True, True]))
-    stiff = [r for r in rows if r["kind"] == "stiff"]
-    if stiff:
-        out.append("\n#### Stiff graph diffusion dx/dt = 1000(A - I)x, T = 0.1: time to 1e-3 relative error\n")
-        out.append(bu.markdown_table(
-            ["case", "min", "median", "rel. error", "NFE", "settings", "Newton / Krylov"],
-            [[r["case"], bu.fmt_time(r["min_s"]), bu.fmt_time(r["median_s"]), f"{r['rel_err']:.1e}", r["nfe"],
-              r["settings"], f"{r['newton']} / {r['krylov']}" if "implicit" in r["case"] else ""] for r in stiff],
-            right=[False, True, True, True, True, False, True]))
-    return "\n".join(out)
-
-
-REPORT = bu.Report("solvers", "Solvers: graphode vs torchdiffeq 0.2.5", render,
-                   command="python -m pytest bench/test_bench_solvers.py --benchmark-only")
+REPORT = bu.Report("solvers", "Solvers: graphode vs torchdiffeq 0.2.5 and torchode, with the NFE limit",
+                   command="python -m pytest bench/test_bench_solvers.py --benchmark-only", titles=TITLES,
+                   rounds=ROUNDS, field_rounds=F_ROUNDS, torchode=getattr(torchode, "__version__", None),
+                   torchdiffeq=torchdiffeq.__version__ if hasattr(torchdiffeq, "__version__") else "0.2.5",
+                   mem_rows=MEM_ROWS, mem_steps=MEM_STEPS)

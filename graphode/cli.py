@@ -98,6 +98,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _bench_dir() -> str:
+    """The ``bench/`` directory of the source checkout this package runs from."""
+    import os
+
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+def _cmd_bench(args) -> int:
+    """``graphode bench --quick``: runs ``bench/_bench_quick.py`` of the source checkout."""
+    import os
+
+    from .errors import UserError
+
+    bench = _bench_dir()
+    if not os.path.isfile(os.path.join(bench, "_bench_quick.py")):
+        raise UserError(f"needs a source checkout of graphode (no {os.path.join(bench, '_bench_quick.py')}; "
+                        "the benchmarks live in the repository's bench/, not in the installed package)")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    import _bench_quick
+
+    return _bench_quick.run_bench(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .distributed.train import add_partition_args, run_partition
     from .sweep import add_sweep_args, run_sweep
@@ -142,14 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_args(s)
     s.set_defaults(fn=run_sweep)
 
-    try:
-        from ._bench_quick import add_bench_args, run_bench
-    except ImportError:
-        pass
-    else:
-        s = command("bench", "a short graphode-vs-alternatives comparison on this machine")
-        add_bench_args(s)
-        s.set_defaults(fn=run_bench)
+    s = command("bench", "a short graphode-vs-alternatives comparison on this machine "
+                "(needs a source checkout: the benchmarks live in its bench/)")
+    s.add_argument("--quick", action="store_true", help="the short comparison (the only mode here; "
+                   "`make bench` runs the full pytest-benchmark suite)")
+    s.add_argument("--nodes", type=int, default=20000)
+    s.add_argument("--edges", type=int, default=200000)
+    s.add_argument("--features", type=int, default=64)
+    s.add_argument("--heads", type=int, default=4)
+    s.add_argument("--head-dim", type=int, default=16)
+    s.set_defaults(fn=_cmd_bench)
     return p
 
 

@@ -3,27 +3,28 @@
 Measures, in one process and on the same generated power-law graph:
 
 * the machine's memory bandwidth with a STREAM-like triad ``a = b + s*c``;
-* ``spmm`` on graphode's default backend against ``torch.sparse.mm`` (CSR) and
-  the native-torch composition (gather -> ``index_add_``, i.e. PyG's recipe);
-* ``attention_diffusion`` forward+backward against the composition
-  (gather -> ``scatter_reduce`` softmax -> ``index_add_``);
+* ``spmm`` (forward) on graphode's default backend against ``torch.sparse.mm``
+  (CSR) and the native-torch composition (gather -> ``index_add_``, i.e. PyG's recipe);
+* ``attention_diffusion`` forward+backward against the peers of ``bench/peers.py``
+  (the composition, PyG softmax + CSR ``sparse.mm``, the GRAND authors' formulation);
 * an RK4 solve against ``torchdiffeq`` when it is installed.
 
 Every graphode result is checked against the reference before it is timed.
 The full suite with memory figures and scaling curves is ``make bench``;
-the timing, bandwidth and checking helpers are shared with it (``graphode._benchutil``).
+the timing, bandwidth, byte model and checking helpers are shared with it
+(``bench/_benchutil.py``).  Lives in the checkout's ``bench/``: ``graphode bench
+--quick`` (``graphode/cli.py``) loads it from there.
 """
 from __future__ import annotations
 
-import argparse
 import math
 from typing import Iterator
 
 import torch
 
-from ._benchutil import best_time, check_close, stream_triad_gbps
+from _benchutil import best_time, check_close, op_bytes, stream_triad_gbps
 
-__all__ = ["best_time", "stream_triad_gbps", "run_quick", "add_bench_args", "run_bench"]
+__all__ = ["run_quick", "run_bench"]
 
 
 def _row(name: str, t: float, base: float, gbs: float = None) -> str:
@@ -48,8 +49,7 @@ def run_quick(num_nodes: int, num_edges: int, F: int, H: int, D: int, seed: int 
     x = torch.randn(N, F)
     backend = ops.resolve_backend(None, x.device)
 
-    # ---- spmm: bytes that must move: x gathered once per edge (E*F), y written (N*F),
-    # index + weight arrays (E*(8+4)).
+    # ---- spmm (forward); GB/s from the suite's byte model (_benchutil.op_bytes)
     y_ref = ref.spmm(g, w, x)
     y = ops.spmm(g, w, x)
     check_close(y, y_ref, rtol=1e-4, what="spmm vs the reference")
@@ -57,7 +57,7 @@ def run_quick(num_nodes: int, num_edges: int, F: int, H: int, D: int, seed: int 
     t_ref = best_time(lambda: ref.spmm(g, w, x))
     t_sp = best_time(lambda: torch.sparse.mm(A, x))
     t_go = best_time(lambda: ops.spmm(g, w, x))
-    moved = 4 * (E * F + N * F) + 12 * E
+    moved = op_bytes("spmm", "fwd", N, E, H, D, F)["total"]
     yield ("")
     yield (f"  {'spmm (forward)':<44s} {'time':>13s} {'vs comp':>9s} {'GB/s':>8s}")
     yield (_row("composition (gather -> index_add_)", t_ref, t_ref, moved / t_ref / 1e9))
@@ -65,29 +65,35 @@ def run_quick(num_nodes: int, num_edges: int, F: int, H: int, D: int, seed: int 
     yield (_row(f"graphode.ops.spmm [{backend}]", t_go, t_ref, moved / t_go / 1e9)
                  + f"   ({t_sp / t_go:.2f}x torch.sparse)")
 
-    # ---- attention diffusion, forward + backward
-    q = (torch.randn(N, H, D) * 0.5).requires_grad_()
-    k = (torch.randn(N, H, D) * 0.5).requires_grad_()
-    xr = x.clone().requires_grad_()
-    gy = torch.randn(N, F)
+    # ---- attention diffusion, forward + backward, against every peer
+    import peers
 
-    def fwd_bwd(fn):
+    q = torch.randn(N, H, D) * 0.5
+    k = torch.randn(N, H, D) * 0.5
+    gy = torch.randn(N, F)
+    scale = 1 / math.sqrt(D)
+
+    def fwd_bwd(provider):
+        fn, _ = peers.make_op("attention_diffusion", provider, g, scale, backend=backend)
+        args = [t.clone().requires_grad_() for t in (q, k, x)]
+
         def run():
-            q.grad = k.grad = xr.grad = None
-            fn(g, q, k, xr, 1 / math.sqrt(D)).backward(gy)
+            y = fn(*args)
+            return (y.detach(), *torch.autograd.grad(y, args, gy))
         return run
 
-    fused = lambda g_, q_, k_, x_, s: ops.attention_diffusion(g_, q_, k_, x_, s)  # noqa: E731
-    fwd_bwd(ref.attention_diffusion)()
-    grads_ref = [t.grad.clone() for t in (q, k, xr)]
-    fwd_bwd(fused)()
-    check_close((q.grad, k.grad, xr.grad), grads_ref, rtol=1e-4, what="attention_diffusion gradients vs the reference")
-    t_ref = best_time(fwd_bwd(ref.attention_diffusion), repeat=3)
-    t_go = best_time(fwd_bwd(fused), repeat=3)
+    expected = fwd_bwd("composition")()
+    times = {}
+    for p in peers.PROVIDER_ORDER["attention_diffusion"]:
+        run = fwd_bwd(p)
+        check_close(run(), expected, rtol=1e-4, what=f"attention_diffusion {p} vs the reference")
+        times[p] = best_time(run, repeat=3)
+    fastest = min((p for p in times if p != "graphode"), key=times.get)
     yield ("")
-    yield (f"  {'attention_diffusion (forward+backward)':<44s} {'time':>13s} {'vs comp':>9s}")
-    yield (_row("composition (gather -> softmax -> index_add_)", t_ref, t_ref))
-    yield (_row(f"graphode.ops.attention_diffusion [{backend}]", t_go, t_ref))
+    yield (f"  {'attention_diffusion (forward+backward)':<44s} {'time':>13s} {'vs fastest peer':>9s}")
+    for p, t in times.items():
+        name = f"graphode.ops.attention_diffusion [{backend}]" if p == "graphode" else p
+        yield (_row(name + (" (fastest peer)" if p == fastest else ""), t, times[fastest]))
 
     # ---- solver overhead: RK4, 200 fixed steps on dX/dt = (A - I) X
     from graphode import odeint
@@ -110,16 +116,6 @@ def run_quick(num_nodes: int, num_edges: int, F: int, H: int, D: int, seed: int 
         yield (_row("torchdiffeq.odeint", t_td, t_td))
     t_go = best_time(lambda: odeint(f, x, ts, method="rk4", options=opts), repeat=3)
     yield (_row("graphode.odeint", t_go, t_td if torchdiffeq is not None else t_go))
-
-
-def add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="the short comparison (the only mode here; "
-                   "`make bench` runs the full pytest-benchmark suite)")
-    p.add_argument("--nodes", type=int, default=20000)
-    p.add_argument("--edges", type=int, default=200000)
-    p.add_argument("--features", type=int, default=64)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--head-dim", type=int, default=16)
 
 
 def run_bench(args) -> int:

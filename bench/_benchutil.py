@@ -1,12 +1,17 @@
 """Shared machinery of the benchmark suite (``bench/``, ``make bench``) and of
-``graphode bench --quick``.  Not part of the public API.
+``graphode bench --quick`` (``bench/_bench_quick.py``).  Lives in the checkout,
+not in the installed package.
 
 What lives here, once:
 
-* timing: :func:`best_time` (best per-call time of a callable),
-  :func:`time_calls` (a list of per-round times), :func:`summarize`;
-* the machine's memory bandwidth: :func:`stream_triad_gbps` (a STREAM-like
-  triad ``a = b + s*c``), and :func:`machine_info` for report headers;
+* timing: :func:`measure` (the one timing rule of the suite: the caller's
+  correctness run is the warm-up, then ``rounds`` timed calls, the median is
+  the statistic; nothing is timed under ``--benchmark-disable``),
+  :func:`time_calls`, :func:`summarize`, :func:`best_time`;
+* bandwidth: :func:`stream_triad_gbps` (a STREAM-like triad ``a = b + s*c``),
+  :func:`gather_gbps` (a row gather in a graph's column order) and the one byte
+  model of the graph ops, :func:`op_bytes`, shared by the CPU and GPU benches;
+  :func:`machine_info` for report headers;
 * correctness: :func:`check_close` (every benchmark compares its results with
   the reference before it is timed);
 * peak memory: :class:`PeakRSS` (in-process, resets the kernel's high-water
@@ -18,13 +23,15 @@ What lives here, once:
 * the size switch: ``GRAPHODE_BENCH_SIZE=smoke`` makes every bench file use its
   smallest sizes and rounds (:func:`smoke`);
 * results: :class:`Report` collects rows during a pytest run; the bench
-  conftest writes each report as ``bench/results/<name>.json`` and ``<name>.md``
-  (``GRAPHODE_BENCH_RESULTS`` overrides the directory) when the session ends;
+  conftest writes each report as ``bench/results/<name>.json`` (the raw rows and
+  the run's facts; ``GRAPHODE_BENCH_RESULTS`` overrides the directory) when the
+  session ends, and ``bench/report.py`` renders them (terminal, bench/README.md,
+  docs/RESULTS.md through ``docs/generate.py``);
 * cached benchmark graphs: :func:`power_law_graph_cached` (generating a
   10M-edge graph takes ~20 s; workers load it from disk instead).
 
 Subprocess workers: ``run_worker("path/to/file.py:function", kwargs)`` runs
-``function(emit, **kwargs)`` in ``python -m graphode._benchutil``; the function
+``function(emit, **kwargs)`` in ``python bench/_benchutil.py``; the function
 reports results with ``emit({...})`` (one JSON line each, so that what was
 measured before a crash or a timeout is kept).
 """
@@ -48,7 +55,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))  # bench/
+ROOT = os.path.dirname(HERE)  # the repository root
 _MARK = "@@GRAPHODE_BENCH "
 _DONE = "@@GRAPHODE_BENCH_DONE"
 
@@ -108,12 +116,31 @@ def summarize(times: Sequence[float]) -> Dict[str, Any]:
     return {"min_s": ts[0], "median_s": med, "mean_s": sum(ts) / n, "max_s": ts[-1], "rounds": n}
 
 
+def benchmarking(benchmark) -> bool:
+    """False under ``--benchmark-disable`` (or without the fixture): run each case once, time nothing."""
+    return benchmark is not None and not getattr(benchmark, "disabled", False)
+
+
+def measure(benchmark, run: Callable[[], object], rounds: int) -> Optional[Dict[str, Any]]:
+    """The suite's one timing rule, the same for graphode and every peer: the caller has
+    already run ``run()`` once (its correctness check, which is also the warm-up); then
+    ``rounds`` calls are timed one by one and summarised (:func:`summarize`: the median
+    is the statistic of every ratio).  The times also go to pytest-benchmark (its table,
+    saved JSON and ``--benchmark-compare``).  Returns None, timing nothing, under
+    ``--benchmark-disable``."""
+    if not benchmarking(benchmark):
+        return None
+    times = time_calls(run, rounds)
+    record_external(benchmark, times)
+    return dict(summarize(times), times_s=times)
+
+
 def record_external(benchmark, times: Sequence[float]) -> None:
     """Give pytest-benchmark round times measured elsewhere (a subprocess worker),
     so that they appear in its table, its saved JSON and ``--benchmark-compare``.
     Uses pytest-benchmark's internal ``_make_stats`` (5.x); without it, the
     figures stay in ``extra_info`` only."""
-    if benchmark is None or getattr(benchmark, "disabled", False) or not times:
+    if not benchmarking(benchmark) or not times:
         return
     make = getattr(benchmark, "_make_stats", None)
     if make is None or getattr(benchmark, "_mode", None):
@@ -138,29 +165,65 @@ def stream_triad_gbps(n: int = 1 << 24, dtype=torch.float32, repeat: int = 5, mi
     return 3 * n * b.element_size() / t / 1e9
 
 
-def graph_op_bytes(op: str, mode: str, num_nodes: int, num_edges: int, H: int = 4, D: int = 16, F: int = 64,
-                   value_bytes: int = 4, index_bytes: int = 8) -> int:
-    """Compulsory bytes of one graph op: every input array read once and every
-    output written once (CSR arrays; the CSC transpose in the backward; features,
-    outputs, gradients).  The same count for every provider of an op, so GB/s
-    ratios are speed ratios; a lower bound on what a kernel moves (each edge
-    also gathers a source row).  ``mode``: ``fwd``, ``bwd`` or ``full``."""
+def gather_gbps(g, F: int = 64, dtype=torch.float32, repeat: int = 5, min_time: float = 0.2) -> float:
+    """Bandwidth (GB/s) of the access pattern the graph ops are bound by: gather the
+    ``[N, F]`` rows of a node array in the graph's CSR column order
+    (``torch.index_select`` into a preallocated ``[E, F]`` buffer; bytes = rows read +
+    rows written), on the current threads and device.  The "gather limit" of an op is
+    its :func:`op_bytes` moved at this bandwidth."""
+    x = torch.randn(g.num_nodes, F, dtype=dtype, device=g.device)
+    out = torch.empty(g.num_edges, F, dtype=dtype, device=g.device)
+    col = g.col
+    if x.is_cuda:  # pragma: no cover - GPU
+        from triton.testing import do_bench
+
+        t = do_bench(lambda: torch.index_select(x, 0, col, out=out), warmup=10, rep=50, return_mode="median") * 1e-3
+    else:
+        t = best_time(lambda: torch.index_select(x, 0, col, out=out), repeat=repeat, min_time=min_time)
+    return 2 * g.num_edges * F * x.element_size() / t / 1e9
+
+
+def op_bytes(op: str, mode: str, num_nodes: int, num_edges: int, H: int = 4, D: int = 16, F: int = 64,
+             value_bytes: int = 4, index_bytes: int = 8) -> Dict[str, int]:
+    """The byte model of one graph op, shared by the CPU and GPU benchmarks: what the
+    fused design must move at the least, the same count for every provider of an op
+    (so GB/s ratios are speed ratios).  ``{"stream": ..., "gather": ..., "total": ...}``:
+
+    * ``stream``: arrays read or written once in order (CSR / CSC arrays, node arrays
+      of the row being computed, outputs, per-edge values);
+    * ``gather``: the neighbour rows gathered once per edge (``E * F`` for ``x`` or a
+      gradient row, ``E * H * D`` for ``k`` or ``q``, ``E * H`` for per-node softmax
+      statistics gathered along the transpose).  No credit for cache reuse.
+
+    The backward (``bwd``) computes every gradient from the forward's saved state: a
+    row pass over the CSR (gradients of the row-side inputs, edge values) and a column
+    pass over the CSC transpose (gradients of the gathered inputs), as graphode's
+    kernels do.  ``mode``: ``fwd``, ``bwd`` or ``full`` (= fwd + bwd)."""
     N, E, b, i = num_nodes, num_edges, value_bytes, index_bytes
     csr = i * (N + 1 + E)
-    csc = i * (N + 1 + 2 * E)
-    qk, nf = 2 * b * N * H * D, b * N * F
+    csc = i * (N + 1 + 2 * E)  # colptr, row ids, the permutation to CSR edge ids
+    HD = H * D
     if op == "spmm":
-        fwd = csr + b * E + 2 * nf
-        bwd = nf + csr + csc + b * E + nf + b * E + nf
+        fwd = (csr + b * E + b * N * F, b * E * F)  # w, y; x rows
+        # grad_x = A^T gy (CSC, w by perm, gy rows); grad_w = <gy_i, x_j> over the CSR (x rows)
+        bwd = (csc + b * E + b * N * F + csr + b * N * F + b * E, b * E * F + b * E * F)
     elif op == "edge_attention":
-        fwd = csr + qk + b * E * H
-        bwd = 2 * b * E * H + csr + csc + qk + qk
+        fwd = (csr + b * N * HD + b * E * H, b * E * HD)  # q, a; k rows
+        # row pass: a, ga, grad_q (k rows); column pass: ds by perm, grad_k (q rows)
+        bwd = (csr + 2 * b * E * H + b * N * HD + csc + b * N * HD, b * E * HD + b * E * H + b * E * HD)
     elif op == "attention_diffusion":
-        fwd = csr + qk + nf + nf + b * N * H
-        bwd = nf + b * N * H + csr + csc + qk + nf + qk + nf
+        fwd = (csr + b * N * HD + b * N * F + b * N * H, b * E * (HD + F))  # q, y, lse; k and x rows
+        # row pass: q, gy, lse, delta, grad_q (k, x rows); column pass: k, grad_k, grad_x (q, gy rows,
+        # lse and delta of the target)
+        bwd = (csr + b * N * HD + b * N * F + 2 * b * N * H + b * N * HD + csc + b * N * HD + b * N * HD + b * N * F,
+               b * E * (HD + F) + b * E * (HD + F + 2 * H))
     else:
         raise ValueError(f"unknown op {op!r}")
-    return {"fwd": fwd, "bwd": bwd, "full": fwd + bwd}[mode]
+    if mode not in ("fwd", "bwd", "full"):
+        raise ValueError(f"unknown mode {mode!r}")
+    stream = {"fwd": fwd[0], "bwd": bwd[0], "full": fwd[0] + bwd[0]}[mode]
+    gather = {"fwd": fwd[1], "bwd": bwd[1], "full": fwd[1] + bwd[1]}[mode]
+    return {"stream": stream, "gather": gather, "total": stream + gather}
 
 
 def _cpu_model() -> str:
@@ -192,7 +255,7 @@ def _meminfo(key: str) -> Optional[int]:
 
 def machine_info() -> Dict[str, Any]:
     """Date, CPU, memory, torch and backends, for report headers."""
-    from . import ops
+    from graphode import ops
 
     info = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -204,10 +267,25 @@ def machine_info() -> Dict[str, Any]:
         "backends": list(ops.available_backends()),
         "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "bench_size": bench_size(),
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "git": git_revision(),
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name()
     return info
+
+
+def git_revision() -> Optional[str]:
+    """``<commit>`` of the checkout, with ``+dirty`` when tracked files differ from it."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev + ("+dirty" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 # --------------------------------------------------------------------------- correctness
@@ -344,7 +422,7 @@ def run_worker(target: str, kwargs: Optional[dict] = None, *, threads: int = 2, 
     e = dict(os.environ)
     e.update(MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     e.pop("OMP_DYNAMIC", None)
-    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e["PYTHONPATH"] = os.pathsep.join([HERE, ROOT, e.get("PYTHONPATH", "")])
     if env:
         e.update(env)
 
@@ -354,7 +432,7 @@ def run_worker(target: str, kwargs: Optional[dict] = None, *, threads: int = 2, 
             resource.setrlimit(resource.RLIMIT_AS, (int(mem_limit), int(mem_limit)))
 
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "graphode._benchutil", json.dumps(spec)], stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "_benchutil.py"), json.dumps(spec)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=e, cwd=ROOT, preexec_fn=preexec)
     timed_out = False
     try:
@@ -435,7 +513,7 @@ def power_law_graph_cached(num_nodes: int, num_edges: int, seed: int = 0):
     """:func:`graphode.power_law_graph` (self loops included), cached on disk
     (``.benchmarks/graph-cache``; ``GRAPHODE_BENCH_CACHE`` overrides) for graphs
     of 1M edges and more, where generating takes seconds to tens of seconds."""
-    from .graph import Graph, power_law_graph
+    from graphode.graph import Graph, power_law_graph
 
     if num_edges < 1_000_000:
         return power_law_graph(num_nodes, num_edges, seed=seed)
@@ -491,24 +569,25 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right:
 
 # --------------------------------------------------------------------------- reports
 def results_dir() -> str:
-    d = os.environ.get("GRAPHODE_BENCH_RESULTS", os.path.join(ROOT, "bench", "results"))
+    d = os.environ.get("GRAPHODE_BENCH_RESULTS", os.path.join(HERE, "results"))
     os.makedirs(d, exist_ok=True)
     return d
 
 
-#: session-wide facts every report header shows (the triad bandwidth, set by the bench conftest)
+#: session-wide facts every report carries (machine, triad bandwidth; set by the bench conftest)
 META: Dict[str, Any] = {}
 REPORTS: Dict[str, "Report"] = {}
 
 
 class Report:
-    """Rows of one benchmark file, rendered to markdown by ``render(rows, meta)``
-    and written (``write``) as ``<results_dir>/<name>.json`` and ``<name>.md``.
-    ``render`` may also write figures next to them (it gets the directory as
-    ``meta["results_dir"]``)."""
+    """The rows of one benchmark file, written by :meth:`write` as
+    ``<results_dir>/<name>.json``: ``{"meta": {...}, "rows": [...]}`` with the machine,
+    load, bandwidths, git revision and command in ``meta``.  ``bench/report.py``
+    renders it (and nothing else writes figures into the documents)."""
 
-    def __init__(self, name: str, title: str, render: Callable[[List[dict], dict], str], command: str = ""):
-        self.name, self.title, self.render, self.command = name, title, render, command
+    def __init__(self, name: str, title: str, command: str = "", **facts):
+        self.name, self.title, self.command = name, title, command
+        self.facts = facts  # constant settings of the file (sizes, rounds...), stored in meta
         self.rows: List[dict] = []
         REPORTS[name] = self
 
@@ -516,39 +595,38 @@ class Report:
         self.rows.append(row)
         return row
 
-    def header(self, meta: dict) -> str:
-        m = meta.get("machine", {})
-        triad = meta.get("triad_gbps")
-        parts = [f"Measured {m.get('date', '?')} on {m.get('cpu', '?')} ({m.get('cpus', '?')} CPUs, "
-                 f"{m.get('mem_total_gb', '?')} GB), torch {m.get('torch', '?')}"]
-        if triad:
-            parts.append(f"STREAM triad {triad:.1f} GB/s ({meta.get('triad_threads', '?')} threads)")
-        if m.get("loadavg_1min") is not None:
-            parts.append(f"1-min load average {m['loadavg_1min']} at the start, "
-                         f"{os.getloadavg()[0]:.2f} at the end")
-        if m.get("bench_size") == "smoke":
-            parts.append("**smoke size (not a measurement)**")
-        cmd = f"; `{self.command}`" if self.command else ""
-        return ", ".join(parts) + cmd + "."
+    def data(self) -> dict:
+        meta = dict(META)
+        meta.setdefault("machine", machine_info())
+        meta.update(name=self.name, title=self.title, command=self.command, facts=self.facts,
+                    loadavg_1min_end=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+                    written=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        return {"meta": meta, "rows": self.rows}
 
     def write(self, directory: Optional[str] = None) -> Optional[str]:
+        """Write the JSON (atomically); returns its path, or None when there are no rows."""
         if not self.rows:
             return None
-        d = directory or results_dir()
-        meta = dict(META, results_dir=d)
-        meta.setdefault("machine", machine_info())
-        text = f"### {self.title}\n\n{self.header(meta)}\n\n{self.render(self.rows, meta)}\n"
-        with open(os.path.join(d, self.name + ".md"), "w") as f:
-            f.write(text)
-        with open(os.path.join(d, self.name + ".json"), "w") as f:
-            json.dump({"meta": {k: v for k, v in meta.items() if k != "results_dir"}, "rows": self.rows}, f,
-                      indent=1, default=str)
-        return text
+        path = os.path.join(directory or results_dir(), self.name + ".json")
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(self.data(), f, indent=1, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+        return path
+
+
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    return str(o)
 
 
 def write_reports(directory: Optional[str] = None) -> List[str]:
-    """Write every report that has rows; returns the markdown texts."""
-    return [t for t in (r.write(directory) for r in REPORTS.values()) if t]
+    """Write every report that has rows; returns the paths."""
+    return [p for p in (r.write(directory) for r in REPORTS.values()) if p]
 
 
 if __name__ == "__main__":
