@@ -100,15 +100,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _bench_dir() -> str:
     """The ``bench/`` directory of the source checkout this package runs from."""
-    import os
-
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
 
 def _cmd_bench(args) -> int:
     """``graphode bench --quick``: runs ``bench/_bench_quick.py`` of the source checkout."""
-    import os
-
     from .errors import UserError
 
     bench = _bench_dir()
