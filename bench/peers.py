@@ -48,6 +48,7 @@ PEERS = {
 }
 #: what each peer is, one line (for the tables)
 DESCRIBE = {
+    ("spmm", "composition"): "gather -> index_add_ (graphode.ops.reference, the PyG recipe)",
     "composition": "gather -> scatter_reduce softmax -> index_add_ (graphode.ops.reference, the PyG recipe)",
     "sparse.mm": "torch.sparse.mm on CSR; backward: sparse.mm with the prebuilt CSR transpose (x), "
                  "sampled_addmm (edge values)",
@@ -157,6 +158,10 @@ def make_op(op: str, provider: str, g, scale: float, backend: str = "cpu") -> Tu
         if provider == "grand-authors":
             return (lambda q, k, x: index_spmm(g, pyg_edge_attention(g, q, k, scale).mean(1), x)), names
     raise ValueError(f"no provider {provider!r} for {op!r}")
+
+
+def describe(op: str, peer: str) -> str:
+    return DESCRIBE.get((op, peer)) or DESCRIBE[peer]
 
 
 PROVIDER_ORDER: Dict[str, Tuple[str, ...]] = {op: ("graphode",) + peers for op, peers in PEERS.items()}

@@ -116,7 +116,17 @@ def render_op(data: dict) -> str:
     import peers
 
     op = data["meta"]["name"]
-    out.append("Peers: " + "; ".join(f"`{p}`: {peers.DESCRIBE[p]}" for p in peers.PEERS[op]) + ".")
+    out.append("Peers: " + "; ".join(f"`{p}`: {peers.describe(op, p)}" for p in peers.PEERS[op]) + ".")
+    summary = op_summary(data)
+    if summary:
+        out.append("\ngraphode against the fastest peer of each case (medians, same run):\n")
+        out.append(markdown_table(
+            ["graph", "mode", "fastest peer", "its median", "graphode", "speed-up", "peer's extra mem / graphode's",
+             "graphode, % of gather limit"],
+            [[x["size"], MODE_NAMES[x["mode"]], x["peer"]["provider"], fmt_time(x["peer"]["median_s"]),
+              fmt_time(x["graphode"]["median_s"]), ratio(x["speedup"]), ratio(x["mem_ratio"]) if x["mem_ratio"] else "",
+              pct(x["limit_fraction"])] for x in summary],
+            right=[False, False, False, True, True, True, True, True]))
     for size in dict.fromkeys(r["size"] for r in rows):
         rs = [r for r in rows if r["size"] == size]
         r0 = rs[0]

@@ -2,10 +2,15 @@
 
     .venv/bin/python -m pytest bench/test_bench_grand.py --benchmark-only -q
 
-Models: GRAND-l and GRAND-nl with the packaged Cora config
-(``graphode/configs/grand/cora.yaml``: the authors' settings -- dopri5 at their
+Models: GRAND-l and GRAND-nl with the authors' Cora settings (dopri5 at their
 tolerances, T = 18.29, hidden 80, 8 heads, attention dim 128, self loops, source
-term, input dropout 0.5).  Providers, from identical weights and RNG state:
+term, input dropout 0.5): when the parity reference is in the checkout, the
+authors' ``best_params_dict`` entry (``authors_opt("Cora")``, GRAND-l = their
+laplacian function with the attention block, GRAND-nl = the transformer function
+with the constant block) and graphode's config mapped from it
+(``graphode_config``), else graphode's packaged Cora config
+(``graphode/configs/grand/cora.yaml``, the same settings).  Providers, from
+identical weights:
 
 * ``graphode``: the automatic backend (graphode's C++ kernels when built);
 * ``graphode-reference-ops``: the same model under
@@ -20,8 +25,12 @@ Modes: ``fwd`` (a training-mode forward and the loss under ``no_grad``),
 timing, ``retain_graph=True``), ``full`` (one train step: forward,
 cross-entropy on the 140 training nodes, backward, Adamax step).
 
-Correctness first: every provider's first loss and gradients agree with
-graphode-reference-ops' (relative 1e-4 and 1e-3).  Then, for every provider
+Correctness first, before any optimizer step: graphode's first loss and
+gradients agree with graphode-reference-ops' (same dropout draws; relative 1e-4
+and 1e-3); the authors' model's loss and the gradients of every shared parameter
+agree with graphode's with dropout off (their torchdiffeq differentiates its
+first step size; that is switched off for the check only, as in the parity
+suite).  The authors' model is timed as their code runs it.  Then, for every provider
 alike: one warm-up call, ``ROUNDS`` timed calls, the median.  Peak memory: one
 train step per provider in a fresh subprocess (peak RSS above the RSS before).
 Goal (GRAND-l): train step >= 5x the authors' formulation with <= 1/2 of its
@@ -30,7 +39,9 @@ memory; ``GRAPHODE_BENCH_STRICT=1`` asserts it.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
+import sys
 
 import pytest
 import torch
@@ -66,38 +77,76 @@ def _config(model):
     return cfg
 
 
-def authors_model(model, ds, cfg, source):
-    """The authors' model from the parity reference, with ``source``'s weights, or a reason
-    it is unavailable.  (Hook for ``tests/parity``, issue #13.)"""
-    return "the parity reference of the authors' model (tests/parity, issue #13) is not in this checkout"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PARITY = os.path.join(ROOT, "tests", "parity", "authors_grand.py")
+#: graphode's GRAND variant -> the authors' ODE function and block
+AUTHORS_VARIANT = {"grand-l": dict(function="laplacian", block="attention"),
+                   "grand-nl": dict(function="transformer", block="constant")}
+NO_AUTHORS = "the parity reference of the authors' model (tests/parity/authors_grand.py, issue #13) is not in this checkout"
+
+
+def authors_module():
+    """``tests/parity/authors_grand.py`` (the faithful re-implementation of the authors'
+    GRAND on torchdiffeq), loaded by path, or None when this checkout has none."""
+    name = "_graphode_parity_authors_grand"
+    if name in sys.modules:
+        return sys.modules[name]
+    if not os.path.exists(PARITY):
+        return None
+    spec = importlib.util.spec_from_file_location(name, PARITY)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _authors_opt(A, model):
+    opt = A.authors_opt("Cora", **AUTHORS_VARIANT[model])
+    if bu.smoke():
+        opt.update(method="rk4", step_size=1.0, time=1.0)
+    return opt
 
 
 _setup: dict = {}
 
 
 def setup(model):
-    """(dataset, config, {provider: (model, optimizer, backend) or a reason})."""
+    """(dataset, config, {provider: (model, optimizer, backend) or a reason to skip})."""
     if model not in _setup:
         from graphode.models import build
         from graphode.train import make_optimizer
 
         ds = _cora()
-        cfg = _config(model)
-        torch.manual_seed(0)
-        base = build(model, ds, cfg)
-        models = {"graphode": (base, None), "graphode-reference-ops": (copy.deepcopy(base), "reference")}
-        theirs = authors_model(model, ds, cfg, base)
-        out = {}
-        for k, (m, be) in models.items():
-            out[k] = (m, make_optimizer(m.parameters(), cfg), be)
-        out["authors"] = theirs if isinstance(theirs, str) else (theirs, make_optimizer(theirs.parameters(), cfg), None)
+        A = authors_module()
+        theirs = NO_AUTHORS
+        if A is not None:
+            opt = _authors_opt(A, model)
+            cfg = A.graphode_config(opt)
+            torch.manual_seed(0)
+            net = A.AuthorsGNN(opt, ds.num_features, ds.num_classes, ds.graph.edge_index.flip(0), ds.num_nodes)
+            net.set_data(dict(y=ds.y, train_mask=ds.train_mask, val_mask=ds.val_mask, test_mask=ds.test_mask))
+            base = build(cfg["model"], ds, cfg)
+            A.copy_weights(net, base)
+            params = [p for p in net.parameters() if p.requires_grad]
+            theirs = (net, A._optimizer(opt["optimizer"], params, opt["lr"], opt["decay"]), "authors")
+        else:
+            cfg = _config(model)
+            torch.manual_seed(0)
+            base = build(model, ds, cfg)
+        out = {"graphode": (base, make_optimizer(base.parameters(), cfg), None)}
+        ref = copy.deepcopy(base)
+        out["graphode-reference-ops"] = (ref, make_optimizer(ref.parameters(), cfg), "reference")
+        out["authors"] = theirs
         _setup[model] = (ds, cfg, out)
     return _setup[model]
 
 
 def _loss(m, ds, backend):
-    torch.manual_seed(0)  # same dropout draws for every provider
+    torch.manual_seed(0)  # same dropout draws for graphode's providers
     m.train()
+    if backend == "authors":
+        out = m(ds.x)
+        return F.cross_entropy(out[ds.train_mask], ds.y[ds.train_mask])
     with ops.use_backend(backend):
         out = m(ds.x)
         return F.cross_entropy(out[ds.train_mask], ds.y[ds.train_mask])
@@ -117,7 +166,7 @@ def make_case(model, provider, mode):
         def run():
             opt.zero_grad(set_to_none=True)
             loss = _loss(m, ds, backend)
-            with ops.use_backend(backend):
+            with ops.use_backend(None if backend == "authors" else backend):
                 loss.backward()
             opt.step()
             return (loss.detach(),)
@@ -129,7 +178,7 @@ def make_case(model, provider, mode):
         state["loss"] = _loss(m, ds, backend)
 
     def run():
-        with ops.use_backend(backend):
+        with ops.use_backend(None if backend == "authors" else backend):
             return torch.autograd.grad(state["loss"], params, retain_graph=True, allow_unused=True)
 
     return run, prepare
@@ -138,27 +187,42 @@ def make_case(model, provider, mode):
 _checked: dict = {}
 
 
+def _grads(m, ds, backend, params):
+    loss = _loss(m, ds, backend)
+    with ops.use_backend(None if backend == "authors" else backend):
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return loss.detach(), [g if g is not None else torch.zeros_like(q) for g, q in zip(grads, params)]
+
+
 def check_once(model):
-    """Before any timing (and any optimizer step): the same loss and gradients as the
-    reference-ops model, for every available provider."""
+    """Before any timing (and any optimizer step): graphode's loss and gradients equal the
+    reference ops' (same dropout draws), and the authors' model equals graphode's with dropout
+    off (loss and the gradient of every shared parameter)."""
     if model not in _checked:
         ds, cfg, provs = setup(model)
-        res = {}
-        for p, v in provs.items():
-            if isinstance(v, str):
-                continue
-            m, _, backend = v
-            loss = _loss(m, ds, backend)
-            params = [q for q in m.parameters() if q.requires_grad]
-            with ops.use_backend(backend):
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-            res[p] = (loss.detach(), [g if g is not None else torch.zeros_like(q) for g, q in zip(grads, params)],
-                      getattr(m, "nfe", None))
-        ref = res["graphode-reference-ops"]
-        out = {}
-        for p, (loss, grads, nfe) in res.items():
-            bu.check_close(loss, ref[0], rtol=1e-4, what=f"{model} loss, {p} vs reference ops")
-            out[p] = dict(grad_err=bu.check_close(grads, ref[1], rtol=1e-3, what=f"{model} gradients, {p}"), nfe=nfe)
+        go, ref = provs["graphode"][0], provs["graphode-reference-ops"][0]
+        params = [q for q in go.parameters() if q.requires_grad]
+        l_go, g_go = _grads(go, ds, None, params)
+        nfe = getattr(go, "nfe", None)
+        l_ref, g_ref = _grads(ref, ds, "reference", [q for q in ref.parameters() if q.requires_grad])
+        bu.check_close(l_go, l_ref, rtol=1e-4, what=f"{model} loss, graphode vs reference ops")
+        out = {"graphode": dict(grad_err=bu.check_close(g_go, g_ref, rtol=1e-3, what=f"{model} gradients"), nfe=nfe),
+               "graphode-reference-ops": dict(grad_err=0.0, nfe=nfe)}
+        if not isinstance(provs["authors"], str):
+            A = authors_module()
+            theirs = copy.deepcopy(provs["authors"][0])
+            theirs.opt = dict(theirs.opt, input_dropout=0.0, dropout=0.0)
+            ours = copy.deepcopy(go)
+            ours.input_dropout = ours.dropout = 0.0
+            pairs = A.parameter_pairs(theirs, ours)
+            theirs.resetNFE()
+            with A.first_step_without_grad():
+                l_t, g_t = _grads(theirs, ds, "authors", [p for _, p, _ in pairs])
+            nfe_t = theirs.getNFE()
+            l_o, g_o = _grads(ours, ds, None, [q for _, _, q in pairs])
+            bu.check_close(l_t, l_o, rtol=1e-4, what=f"{model} loss (dropout off), authors vs graphode")
+            out["authors"] = dict(grad_err=bu.check_close(g_t, g_o, rtol=1e-3, what=f"{model} gradients, authors"),
+                                  nfe=nfe_t)
         _checked[model] = out
     return _checked[model]
 

@@ -79,7 +79,8 @@ def record_run(command: str) -> int:
     return 0
 
 
-_SUMMARY = re.compile(r"^=+ (.*?) in ([\d.]+)s(?: \([^)]*\))? =+$")
+# "== 3 passed, 1 skipped in 12.34s (0:00:12) ==" (or without the rules, under -q)
+_SUMMARY = re.compile(r"^(?:=+ )?(\d+ (?:passed|failed|error).*?) in ([\d.]+)s(?: \([^)]*\))?(?: =+)?$")
 
 
 def record_test(command: str) -> int:

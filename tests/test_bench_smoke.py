@@ -33,8 +33,13 @@ def test_bench_suite_runs_as_plain_tests(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     try:
         import report
+
+        _check_reports(report, results, tail)
     finally:
-        sys.path.pop(0)
+        sys.path.remove(os.path.join(ROOT, "bench"))
+
+
+def _check_reports(report, results, tail):
     for name in REPORTS:
         path = results / f"{name}.json"
         assert path.is_file(), f"no {name}.json report\n{tail}"
