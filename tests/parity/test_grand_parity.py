@@ -361,3 +361,31 @@ def test_grand_split_citeseer_is_theirs():
     assert torch.equal(ds.node_index, torch.from_numpy(lcc))
     tr, va, te = A.train_val_test_split(12345, full.y[torch.from_numpy(lcc)].numpy())
     assert torch.equal(ds.train_mask, tr) and torch.equal(ds.val_mask, va) and torch.equal(ds.test_mask, te)
+
+
+def test_gdc_orientation_is_theirs():
+    """GRAND-nl-rw's graph: their apply_gdc runs PyG's GDC (sym in, col out, PPR, top-k per
+    column) and aggregates into the result's edge_index[0]; graphode's GDC graph flipped by
+    GRAND-nl-rw has the same edges with the same aggregation targets."""
+    pytest.importorskip("torch_geometric")
+    from torch_geometric.data import Data
+    from torch_geometric.transforms import GDC
+
+    from graphode.models.grand import GRAND
+
+    rng = np.random.default_rng(0)
+    n = 30
+    src, dst = list(range(n)), [(i + 1) % n for i in range(n)]
+    for _ in range(15):
+        a, b = rng.choice(n, 2, replace=False)
+        src.append(int(a))
+        dst.append(int(b))
+    ei = torch.unique(torch.tensor([src + dst, dst + src]), dim=1)
+    pyg = GDC(self_loop_weight=1.0, normalization_in="sym", normalization_out="col",
+              diffusion_kwargs=dict(method="ppr", alpha=0.05), sparsification_kwargs=dict(method="topk", k=5, dim=0),
+              exact=True)(Data(edge_index=ei, num_nodes=n)).edge_index
+    theirs = {(int(i), int(j)) for i, j in pyg.t().tolist() if i != j}
+    m = GRAND(4, 2, Graph.from_edge_index(ei, n), variant="nl-rw", hidden_dim=4, heads=1, attention_dim=4,
+              gdc=dict(method="ppr", alpha=0.05, sparsification="topk", k=5))
+    ours = {(int(i), int(j)) for i, j in zip(m.graph.row.tolist(), m.graph.col.tolist()) if i != j}
+    assert ours == theirs  # (aggregation target, source) pairs
