@@ -7,7 +7,7 @@ re-implemented in ``tests/parity/authors_grand.py``) and the paper's numbers in
 
     .venv/bin/python experiments/report_grand.py            # print every block
     .venv/bin/python experiments/report_grand.py grand-table1
-    .venv/bin/python experiments/report_grand.py --write    # fill the blocks of docs/RESULTS.md
+    .venv/bin/python docs/generate.py                       # fill the blocks of docs/RESULTS.md
 
 Statistics: mean ± standard deviation over the runs (numpy's population std, as
 ``graphode.train.summarize``); "n" is the number of runs (initialisations).
@@ -329,31 +329,6 @@ BLOCKS: Dict[str, Callable[[], str]] = {
 }
 
 
-def fill(text: str, blocks: Dict[str, Callable[[], str]]) -> str:
-    """``text`` with the body of every ``<!-- BEGIN GENERATED: name -->`` ... ``END`` pair whose
-    name is in ``blocks`` replaced by the block's output (until docs/generate.py does this for
-    every document)."""
-    import re
-
-    def body(m):
-        name = m.group(1)
-        if name not in blocks:
-            return m.group(0)
-        return f"<!-- BEGIN GENERATED: {name} -->\n{blocks[name]().strip()}\n<!-- END GENERATED: {name} -->"
-
-    return re.sub(r"<!-- BEGIN GENERATED: ([\w-]+) -->.*?<!-- END GENERATED: \1 -->", body, text, flags=re.S)
-
-
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args and args[0] == "--write":
-        path = os.path.join(ROOT, "docs", "RESULTS.md")
-        with open(path) as f:
-            text = f.read()
-        new = fill(text, BLOCKS)
-        with open(path, "w") as f:
-            f.write(new)
-        print(f"{path}: {'updated' if new != text else 'unchanged'}")
-    else:
-        for n in args or list(BLOCKS):
-            print(f"<!-- {n} -->\n{BLOCKS[n]()}\n")
+    for n in sys.argv[1:] or list(BLOCKS):
+        print(f"<!-- {n} -->\n{BLOCKS[n]()}\n")

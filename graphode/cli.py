@@ -57,7 +57,7 @@ def _cmd_run(args) -> int:
     """The main job: train GRAND-l on the Cora copy shipped with the package."""
     from .train import main_job
 
-    return main_job(epochs=args.epochs, runs=args.runs, data_root=args.data_root, split=args.split)
+    return main_job(epochs=args.epochs, runs=args.runs, data_root=args.data_root, split=args.split, out=args.out)
 
 
 def _add_executor_args(s: argparse.ArgumentParser) -> None:
@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grand (default): the protocol of the authors' code, which reproduces the paper's "
                         "Table 1; public: the Planetoid masks; random: a random LCC split per seed")
     s.add_argument("--data-root", default=None)
+    s.add_argument("--out", default=None, help="also write the summary as JSON here")
     s.set_defaults(fn=_cmd_run)
 
     s = command("train", "train a model (GRAND variants, deep GCN, baselines)")

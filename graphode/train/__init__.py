@@ -46,6 +46,7 @@ __all__ = [
     "load_config",
     "packaged_config_path",
     "main_job",
+    "main_job_lines",
 ]
 
 
@@ -69,6 +70,33 @@ def __getattr__(name):
     raise AttributeError(f"module 'graphode.train' has no attribute {name!r}")
 
 
+def _run_line(i: int, runs: int, r: Dict[str, Any]) -> str:
+    nfe = r["nfe"] if r.get("nfe") is None else round(r["nfe"], 1)
+    t = "" if r.get("best_time") is None else f" at t={r['best_time']:.2f}"
+    return (f"run {i + 1}/{runs} seed {r['seed']}: test accuracy {100 * r['test_acc']:.2f}% "
+            f"(val {100 * r['val_acc']:.2f}%, best epoch {r['best_epoch'] + 1}/{r['epochs']}{t}), "
+            f"{r['epoch_time_s']:.3f} s/epoch, NFE {nfe}")
+
+
+def main_job_lines(summary: Dict[str, Any]) -> str:
+    """The text :func:`main_job` prints, from the summary it writes with ``out``."""
+    cfg, split, model = summary["config"], summary["split"], summary["model"]
+    ev = cfg.get("eval_time_factor")
+    evaluation = (f"evaluation to {ev:g} T, the best-validation time competing with the end time (the authors' "
+                  f"code)" if ev else "evaluation at T")
+    lines = [f"graphode: training {model} on Cora, split: {SPLIT_LABELS.get(split, split)}; "
+             f"{cfg.get('epochs')} epochs, method {cfg.get('method')}, T={cfg.get('time'):.2f}, {evaluation}"]
+    runs = len(summary["runs"])
+    lines += [_run_line(i, runs, r) for i, r in enumerate(summary["runs"])]
+    paper = summary.get("paper")
+    ref = "no published number for this protocol" if paper is None else (
+        f"paper, {paper['table']}: {paper['mean']} ± {paper['std']}")
+    lines.append(f"{model} Cora test accuracy ({split} split): {100 * summary['mean_test_acc']:.2f} ± "
+                 f"{100 * summary['std_test_acc']:.2f} % over {runs} run(s) ({ref}); "
+                 f"total {summary['total_s']:.1f} s")
+    return "\n".join(lines)
+
+
 def main_job(epochs: Optional[int] = None, runs: int = 1, seed: int = 0, data_root=None,
              progress: bool = True, model: str = "grand-l", out: Optional[str] = None,
              threads: Optional[int] = 1, split: str = "grand") -> int:
@@ -79,7 +107,8 @@ def main_job(epochs: Optional[int] = None, runs: int = 1, seed: int = 0, data_ro
     epoch beside the paper's number for that protocol.  Uses the Cora copy shipped with the
     package when ``data_root`` is None (works offline).  ``epochs`` overrides the config's.
 
-    ``out``: also write the :func:`run_many` summary as JSON there.
+    ``out``: also write the summary as JSON there (:func:`main_job_lines` re-renders the
+    printed text from it).
     ``threads``: torch intra-op threads while training (default 1: the tensors are
     small, [2485, 80], and on the shared 2-core development machine one thread
     is fastest; None keeps torch's setting).
@@ -95,30 +124,17 @@ def main_job(epochs: Optional[int] = None, runs: int = 1, seed: int = 0, data_ro
     if threads is not None:
         cfg["threads"] = int(threads)
     t0 = time.perf_counter()
-
-    def report(i, r):
-        print(f"run {i + 1}/{runs} seed {r['seed']}: test accuracy {100 * r['test_acc']:.2f}% "
-              f"(val {100 * r['val_acc']:.2f}%, best epoch {r['best_epoch'] + 1}/{r['epochs']}), "
-              f"{r['epoch_time_s']:.3f} s/epoch, NFE {r['nfe'] if r['nfe'] is None else round(r['nfe'], 1)}",
-              flush=True)
-
-    ev = cfg.get("eval_time_factor")
-    evaluation = (f"evaluation to {ev:g} T, the best-validation time competing with the end time (the authors' "
-                  f"code)" if ev else "evaluation at T")
-    print(f"graphode: training {model} on Cora, split: {SPLIT_LABELS.get(split, split)}; "
-          f"{cfg.get('epochs')} epochs, method {cfg.get('method')}, T={cfg.get('time'):.2f}, {evaluation}",
-          flush=True)
+    head = {"config": cfg, "split": split, "model": model, "runs": []}
+    print(main_job_lines({**head, "mean_test_acc": 0, "std_test_acc": 0, "total_s": 0}).splitlines()[0], flush=True)
     res = run_many(model, "cora", cfg, runs=runs, seed=seed, split=split, data_root=data_root,
-                   progress=progress and sys.stderr.isatty(), on_run_end=report)
-    paper = published_accuracy(model, "cora", split)
-    ref = "no published number for this protocol" if paper is None else (
-        f"paper, {paper['table']}: {paper['mean']} ± {paper['std']}")
-    print(f"{model} Cora test accuracy ({split} split): {100 * res['mean_test_acc']:.2f} ± "
-          f"{100 * res['std_test_acc']:.2f} % over {runs} run(s) ({ref}); "
-          f"total {time.perf_counter() - t0:.1f} s", flush=True)
+                   progress=progress and sys.stderr.isatty(),
+                   on_run_end=lambda i, r: print(_run_line(i, runs, r), flush=True))
+    summary = {**res, **head, "runs": res["runs"], "paper": published_accuracy(model, "cora", split),
+               "total_s": time.perf_counter() - t0}
+    print(main_job_lines(summary).splitlines()[-1], flush=True)
     if out is not None:
         import json
 
         with open(out, "w") as f:
-            json.dump(res, f, indent=2, default=str)
+            json.dump(summary, f, indent=2, default=str)
     return 0
