@@ -168,8 +168,10 @@ since the 2021-06-11 release that first published best_params.py, except:
   said (both already set in that release's best_params);
 - run_GNN.py main loop: 2021-06 evaluated the model BEFORE each training step
   (test(); train()), the last version after (train(); test());
-- early_stop_solver.py: 2021-06 and later stop the test integration after
-  max_test_steps (100) steps without an error (earlier versions asserted);
+- early_stop_solver.py: the last version stops the test integration after
+  max_test_steps (100) attempts and returns the state there; the 2021-06 release
+  always integrated to earlystopxT * T (an assert on torchdiffeq's max_num_steps,
+  2**31 - 1) and logged the end time as the best time;
 - best_params.py: 2021-06 had beltrami: True everywhere (ignored by the 2021-06 code),
   the last version beltrami: False (so BLEND's positional encodings stay off).
 The option square_plus (and the scores) follow the last version here; opt['version'] =
