@@ -17,7 +17,6 @@ their time tensors are float32).
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
