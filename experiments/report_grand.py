@@ -160,8 +160,8 @@ def variants() -> str:
     ours, theirs = _read(OURS), _read(AUTHORS)
     label = {"code": "authors' values (squareplus over sources, evaluation to 3T)",
              "at-T": "same, evaluated at T", "2021-06": "softmax of scaled-dot scores (their 2021-06 release)"}
-    lines = ["| GRAND-l, Cora, GRAND's split | test accuracy | best epoch (median) | integration time of the best "
-             "(median) | s / epoch | NFE / forward |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| GRAND-l, Cora, GRAND's split | test accuracy | validation accuracy | best epoch (median) | "
+             "integration time of the best (median) | s / epoch | NFE / forward |", "|---|---:|---:|---:|---:|---:|---:|"]
     for v in ("code", "at-T", "2021-06"):
         rows = _select(ours, model="grand-l", dataset="cora", split="grand", variant=v)
         if rows:
@@ -177,7 +177,8 @@ def _stats(rows) -> str:
     bt = [r["best_time"] for r in rows if r.get("best_time") is not None]
     ept = np.mean([r["epoch_time_s"] for r in rows if r.get("epoch_time_s") is not None] or [np.nan])
     nfe = [r["nfe"] for r in rows if r.get("nfe") is not None]
-    return " | ".join([_ms(rows), f"{be:.0f}", f"{np.median(bt):.1f}" if bt else "T (end time)",
+    va = 100 * np.array([r["val_acc"] for r in rows], dtype=float)
+    return " | ".join([_ms(rows), f"{va.mean():.1f} ± {va.std():.1f}", f"{be:.0f}", f"{np.median(bt):.1f}" if bt else "T (end time)",
                        f"{ept:.2f}" if np.isfinite(ept) else "–", f"{np.mean(nfe):.0f}" if nfe else "–"])
 
 
