@@ -72,9 +72,15 @@ def _add_executor_args(s: argparse.ArgumentParser) -> None:
 def _cmd_train(args) -> int:
     """``graphode train``: the runs execute one after another here, or with ``--ray`` on a
     :class:`graphode.sweep.RayExecutor` (this layer picks the executor; graphode.train
-    knows none but its default)."""
+    knows none but its default); ``--nproc N`` and a rank under torchrun train across
+    processes (:func:`graphode.distributed.train.run_train`)."""
+    from .distributed._comm import is_distributed_env
     from .train._cli import run_train
 
+    if is_distributed_env() or (args.nproc or 1) > 1:
+        from .distributed import train as across_ranks
+
+        return across_ranks.run_train(args)
     if not args.ray:
         return run_train(args)
     from .errors import UserError
@@ -120,6 +126,7 @@ def _cmd_bench(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .distributed.train import add_partition_args, run_partition
+    from .distributed.train import add_train_args as add_train_args_across_ranks
     from .sweep import add_sweep_args, run_sweep
     from .train._cli import add_train_args
 
@@ -151,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("train", "train a model (GRAND variants, deep GCN, baselines)")
     add_train_args(s)
+    add_train_args_across_ranks(s)
     _add_executor_args(s)
     s.set_defaults(fn=_cmd_train)
 

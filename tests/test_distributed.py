@@ -193,6 +193,19 @@ def test_grand_rejects_what_is_not_distributed():
           attention_normalize_over="source")
 
 
+def test_method_check_before_any_process_starts():
+    """graphode train --nproc checks the config's methods with the distributed solvers'
+    check (handed to GRAND's distributed_support: models do not import graphode.distributed)."""
+    from graphode.distributed.train import check_config
+    from graphode.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="grand-l across ranks: not supported: method 'explicit_adams' is not"):
+        check_config("grand-l", {"method": "explicit_adams"})
+    with pytest.raises(ConfigError, match="method 'implicit_euler' is not supported across ranks"):
+        check_config("grand-nl", {"method": "dopri5", "adjoint": True, "adjoint_method": "implicit_euler"})
+    check_config("grand-l", {"method": "rk4"})
+
+
 # --------------------------------------------------------------------------- several processes
 def _job(tmp_path, checks, nproc, method, collective_timeout=COLLECTIVE_TIMEOUT):
     out = tmp_path / "out"

@@ -223,6 +223,14 @@ class DistGraph:
 
         return solver_functions(self.group)
 
+    @staticmethod
+    def check_method(method) -> str:
+        """The method name if the solvers on this graph can run it across ranks
+        (:func:`graphode.distributed.solvers.check_method`), else ``ValueError``."""
+        from .solvers import check_method
+
+        return check_method(method)
+
     # ------------------------------------------------------------------ halo
     def exchange(self, *xs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """``[x; halo rows]`` ``[num_nodes + num_halo, ...]`` for each owned ``x`` (differentiable)."""

@@ -49,6 +49,8 @@ __all__ = [
     "run_many",
     "launch_train",
     "run_train_rank",
+    "add_train_args",
+    "run_train",
     "add_partition_args",
     "run_partition",
 ]
@@ -312,8 +314,9 @@ def check_config(model: str, cfg: Dict[str, Any]) -> None:
         raise ConfigError(f"model {model!r} cannot train across ranks; supported: {', '.join(SUPPORTED_MODELS)}")
     if model.startswith("grand"):
         from ..models.grand import distributed_support, grand_kwargs
+        from .solvers import check_method
 
-        why = distributed_support(model[len("grand-"):], grand_kwargs(cfg))
+        why = distributed_support(model[len("grand-"):], grand_kwargs(cfg), check_method=check_method)
         if why is not None:
             raise ConfigError(f"{model} across ranks: not supported: {why}")
     if model == "gcn" and cfg.get("rewiring") not in (None, "none", "None", False):
@@ -386,6 +389,42 @@ def run_train_rank(args, cfg: Dict[str, Any], load: Callable[[], Any], on_run_en
         if dist.is_initialized():
             dist.destroy_process_group()
 
+
+
+def add_train_args(parser):
+    """The options ``graphode train`` has for training across processes (``graphode.cli``
+    adds them; with them, :func:`run_train` runs the command)."""
+    from ..train._cli import _positive_int
+
+    p = parser
+    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                   help="train across N local processes, each on one part of the graph (graphode.distributed; "
+                        "under torchrun the ranks come from torchrun instead)")
+    p.add_argument("--partition", default=None, metavar="DIR",
+                   help="with --nproc or torchrun: the saved partition to train on (`graphode partition`); "
+                        "with --nproc it is created there when missing")
+    p.add_argument("--partition-method", default=None, choices=("metis", "random", "contiguous"),
+                   help="how --nproc / torchrun cut the graph when there is no --partition (default metis)")
+    return p
+
+
+def run_train(args) -> int:
+    """``graphode train`` across processes (``graphode.cli`` calls it for ``--nproc N > 1``
+    and in a rank under ``torchrun``): the config, outputs and checks of
+    :func:`graphode.train.run_train`, then either start the ranks (each runs the same
+    command again) or, in a rank, train on its part; rank 0 prints and writes ``--out``."""
+    from ..train._cli import _check_dataset, finish_train, prepare_train, run_reporter
+
+    cfg = prepare_train(args)
+    if cfg is None:
+        return 0
+    check_config(cfg["model"], cfg)
+    load = lambda: _check_dataset(args, cfg)  # noqa: E731
+    if not _comm.is_distributed_env():  # start the ranks; each runs this command again
+        return launch_train(args, cfg, getattr(args, "argv", None) or sys.argv[1:], load=load)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    out = run_train_rank(args, cfg, load=load, on_run_end=run_reporter(args) if main_rank else None)
+    return finish_train(args, cfg, out) if main_rank else 0
 
 
 # --------------------------------------------------------------------------- graphode partition

@@ -70,7 +70,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -288,10 +288,13 @@ class GRANDFunc(nn.Module):
         return f
 
 
-def distributed_support(variant: str, kwargs: Dict[str, Any]) -> Optional[str]:
+def distributed_support(variant: str, kwargs: Dict[str, Any],
+                        check_method: Optional[Callable[[str], Any]] = None) -> Optional[str]:
     """Why GRAND with these :class:`GRAND` keyword arguments cannot run on a distributed
     graph (:class:`graphode.distributed.DistGraph`), or None when it can: every reduction
-    must be over a target's in-edges or the rank's own nodes."""
+    must be over a target's in-edges or the rank's own nodes.  ``check_method``: the
+    distributed solvers' check of a method name (raises ``ValueError``), which the caller
+    supplies (a ``DistGraph`` has it; models do not import graphode.distributed)."""
     get = kwargs.get
     if variant == "nl-rw" or get("hard_attention"):
         return "GRAND-nl-rw / hard attention (GDC and the attention quantile need the whole graph)"
@@ -299,13 +302,12 @@ def distributed_support(variant: str, kwargs: Dict[str, Any]) -> Optional[str]:
         return "batch_norm (its statistics are over all nodes)"
     if get("kinetic_energy") or get("jacobian_norm2"):
         return "the kinetic-energy / Jacobian regularisers"
-    from ..distributed.solvers import check_method
-
-    try:
-        check_method(get("method", _D["method"]))
-        check_method(get("adjoint_method") or get("method", _D["method"]))
-    except ValueError as e:
-        return str(e)
+    if check_method is not None:
+        try:
+            check_method(get("method", _D["method"]))
+            check_method(get("adjoint_method") or get("method", _D["method"]))
+        except ValueError as e:
+            return str(e)
     return None
 
 
@@ -556,7 +558,8 @@ class GRAND(nn.Module):
                 method=method, adjoint_method=adjoint_method, attention_normalize=attention_normalize,
                 attention_normalize_over=attention_normalize_over, laplacian_normalize_over=laplacian_normalize_over,
                 batch_norm=batch_norm, hard_attention=hard_attention, eval_time_factor=eval_time_factor,
-                kinetic_energy=kinetic_energy, jacobian_norm2=jacobian_norm2))
+                kinetic_energy=kinetic_energy, jacobian_norm2=jacobian_norm2),
+                check_method=getattr(graph, "check_method", None))
             if why is not None:
                 raise ValueError(f"not supported on a distributed graph: {why}")
         if variant == "nl-rw" and gdc:

@@ -7,8 +7,10 @@
         [--out results.json] [--checkpoint PATH] [--resume PATH] [--data-root DIR] \\
         [--layers L] [--init NAME] [--rewiring NAME] [--set key=value ...] [--threads N]
 
-(``graphode.cli`` adds ``--ray [--ray-address ADDR] [--cpus-per-run C] [--gpus-per-run G]``:
-the executor the runs execute on is chosen there, and handed to :func:`run_train`.)
+(``graphode.cli`` adds ``--ray [--ray-address ADDR] [--cpus-per-run C] [--gpus-per-run G]``,
+the executor the runs execute on, handed to :func:`run_train`, and ``--nproc N
+[--partition DIR] [--partition-method M]``, training across processes, which
+:mod:`graphode.distributed` runs with this module's steps.)
 
 The config is a flat YAML mapping.  Without ``--config`` the packaged one for
 the model family and dataset is used when it exists
@@ -25,13 +27,14 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 from ..config import (GCN_INITS, REWIRING_CRITERIA, SPLITS, check_config, dump_config, load_config,
                       packaged_config_path, parse_set, read_yaml_mapping, resolved_config)
 from ..errors import ConfigError, DataError
 
-__all__ = ["add_train_args", "run_train", "load_config", "packaged_config_path", "parse_set", "resolve_config"]
+__all__ = ["add_train_args", "run_train", "prepare_train", "run_reporter", "finish_train", "load_config",
+           "packaged_config_path", "parse_set", "resolve_config"]
 
 
 def _positive_int(text: str) -> int:
@@ -94,14 +97,6 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config (file, flags, --set and the schema's defaults) and exit")
-    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
-                   help="train across N local processes, each on one part of the graph (graphode.distributed; "
-                        "under torchrun the ranks come from torchrun instead)")
-    p.add_argument("--partition", default=None, metavar="DIR",
-                   help="with --nproc or torchrun: the saved partition to train on (`graphode partition`); "
-                        "with --nproc it is created there when missing")
-    p.add_argument("--partition-method", default=None, choices=("metis", "random", "contiguous"),
-                   help="how --nproc / torchrun cut the graph when there is no --partition (default metis)")
     return p
 
 
@@ -227,38 +222,21 @@ def _fmt(v, spec=".2f", scale=1.0, none="-"):
     return none if v is None else format(v * scale, spec)
 
 
-def run_train(args, executor=None) -> int:
-    """Run ``graphode train`` for parsed ``args``; prints the results (and writes ``--out``).
-
-    ``executor``: where the runs execute (:func:`graphode.train.run_many`; default: one
-    after another in this process).  ``graphode.cli`` passes a Ray executor for ``--ray``.
-
-    Returns 0 (the exit status).  Raises :class:`~graphode.errors.UserError` (one line at the
-    command line, exit code 2) for a user error: unknown model, bad config, bad checkpoint, ..."""
-    from ._trainer import run_many
-
+def prepare_train(args) -> Optional[Dict[str, Any]]:
+    """The run's config from parsed ``graphode train`` arguments (:func:`resolve_config`),
+    with ``--out`` / ``--checkpoint`` and ``--resume`` checked before any work; None when
+    ``--print-config`` printed it (nothing to run)."""
     cfg = resolve_config(args)
-    model = cfg["model"]
     if getattr(args, "print_config", False):
-        sys.stdout.write(dump_config(resolved_config(cfg, model)))
-        return 0
+        sys.stdout.write(dump_config(resolved_config(cfg, cfg["model"])))
+        return None
     _check_outputs(args)
     _check_resume(args, cfg)
-    from ..distributed._comm import is_distributed_env
+    return cfg
 
-    rank_env = is_distributed_env()
-    if rank_env or (args.nproc or 1) > 1:  # across processes (graphode.distributed)
-        from ..distributed import train as dtrain
 
-        dtrain.check_config(model, cfg)
-        if not rank_env:  # start the ranks; each runs this command again
-            return dtrain.launch_train(args, cfg, getattr(args, "argv", None) or sys.argv[1:],
-                                       load=lambda: _check_dataset(args, cfg))
-    else:
-        dtrain = None
-    dataset = None if rank_env else _check_dataset(args, cfg)
-    progress = not args.no_progress and sys.stderr.isatty()
-
+def run_reporter(args) -> Callable[[int, Dict[str, Any]], None]:
+    """The ``on_run_end(i, result)`` that prints one line per finished run."""
     def report(i, r):
         print(
             f"run {i + 1}/{args.runs} seed {r['seed']}: test {_fmt(r['test_acc'], '.2f', 100)}% "
@@ -267,21 +245,36 @@ def run_train(args, executor=None) -> int:
             flush=True,
         )
 
-    if rank_env:
-        main_rank = int(os.environ.get("RANK", "0")) == 0
-        out = dtrain.run_train_rank(args, cfg, load=lambda: _check_dataset(args, cfg),
-                                    on_run_end=report if main_rank else None)
-        return _finish(args, cfg, model, out) if main_rank else 0
+    return report
 
-    out = run_many(model, dataset, cfg, runs=args.runs, seed=args.seed, split=args.split,
+
+def run_train(args, executor=None) -> int:
+    """Run ``graphode train`` for parsed ``args``; prints the results (and writes ``--out``).
+
+    ``executor``: where the runs execute (:func:`graphode.train.run_many`; default: one
+    after another in this process).  ``graphode.cli`` passes a Ray executor for ``--ray``
+    (and runs ``--nproc`` / torchrun jobs through :mod:`graphode.distributed` instead).
+
+    Returns 0 (the exit status).  Raises :class:`~graphode.errors.UserError` (one line at the
+    command line, exit code 2) for a user error: unknown model, bad config, bad checkpoint, ..."""
+    from ._trainer import run_many
+
+    cfg = prepare_train(args)
+    if cfg is None:
+        return 0
+    dataset = _check_dataset(args, cfg)
+    out = run_many(cfg["model"], dataset, cfg, runs=args.runs, seed=args.seed, split=args.split,
                    split_seed=cfg.get("split_seed"), data_root=args.data_root, epochs=cfg.get("epochs"),
-                   checkpoint=args.checkpoint, resume=args.resume, progress=progress, on_run_end=report,
+                   checkpoint=args.checkpoint, resume=args.resume,
+                   progress=not args.no_progress and sys.stderr.isatty(), on_run_end=run_reporter(args),
                    executor=executor)
-    return _finish(args, cfg, model, out)
+    return finish_train(args, cfg, out)
 
 
-def _finish(args, cfg: Dict[str, Any], model: str, out: Dict[str, Any]) -> int:
-    """Print the summary of ``out`` and write ``--out``."""
+def finish_train(args, cfg: Dict[str, Any], out: Dict[str, Any]) -> int:
+    """Print the summary of ``out`` (a :func:`graphode.train.run_many` result) and write
+    ``--out``; returns 0."""
+    model = cfg["model"]
     print(
         f"{model} on {args.dataset} ({_split_label(args.split, cfg.get('split_seed'))}), {args.runs} run(s): test accuracy "
         f"{100 * out['mean_test_acc']:.2f} ± {100 * out['std_test_acc']:.2f} % "
