@@ -177,7 +177,17 @@ class DistTrainer(Trainer):
         seed_everything(self.seed)
         torch.manual_seed(self.seed * 1_000_003 + self.rank)
 
-    def _all_reduce_grads(self) -> None:
+    def train_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """This rank's share of the mean loss: the sum over its training nodes divided by
+        the training nodes of all ranks (the shares add up to the single-process loss)."""
+        if callable(getattr(self.model, "regularization_loss", None)) and self.model.regularization_loss() is not None:
+            raise ValueError("regularisation losses are not supported across ranks")
+        ds = self.dataset
+        m = ds.train_mask
+        return F.cross_entropy(logits[m], ds.y[m], reduction="sum") / max(self.counts["train_mask"], 1)
+
+    def reduce_gradients(self) -> None:
+        """Sum the parameter gradients over ranks (one ``all_reduce``)."""
         ps = [p for p in self.model.parameters() if p.requires_grad]
         if self.world == 1 or not ps:
             return
@@ -188,29 +198,8 @@ class DistTrainer(Trainer):
             p.grad = flat[a:a + p.numel()].view_as(p).clone()
             a += p.numel()
 
-    def train_step(self, epoch: int) -> Dict[str, float]:
-        model, ds = self.model, self.dataset
-        model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        t0 = time.perf_counter()
-        logits = model(ds.x)
-        m = ds.train_mask
-        loss_sum = F.cross_entropy(logits[m], ds.y[m], reduction="sum")
-        reg_fn = getattr(model, "regularization_loss", None)
-        if callable(reg_fn) and reg_fn() is not None:
-            raise ValueError("regularisation losses are not supported across ranks")
-        (loss_sum / max(self.counts["train_mask"], 1)).backward()
-        self._all_reduce_grads()
-        self._call("on_after_backward", epoch)
-        self.optimizer.step()
-        t1 = time.perf_counter()
-        total = _comm.all_reduce_sum(loss_sum.detach().reshape(1).double(), self.group)
-        logs = {"loss": float(total) / max(self.counts["train_mask"], 1), "epoch_time_s": t1 - t0}
-        for name in ("nfe", "nfe_backward"):
-            v = _model_stat(model, name)
-            if v is not None:
-                logs[name] = v
-        return logs
+    def loss_value(self, loss: torch.Tensor) -> float:
+        return float(_comm.all_reduce_sum(loss.detach().reshape(1).double(), self.group))
 
     @torch.no_grad()
     def evaluate(self) -> Dict[str, float]:

@@ -260,6 +260,20 @@ class Trainer:
                 fn(self, *args)
 
     # ------------------------------------------------------------------ one epoch
+    def train_loss(self, logits: torch.Tensor) -> torch.Tensor:
+        """The loss a step minimises: mean cross-entropy over the training nodes (a
+        distributed trainer returns its rank's share of it)."""
+        ds = self.dataset
+        return F.cross_entropy(logits[ds.train_mask], ds.y[ds.train_mask])
+
+    def reduce_gradients(self) -> None:
+        """After the backward pass, before the callbacks and the step: nothing here (a
+        distributed trainer sums the ranks' gradients)."""
+
+    def loss_value(self, loss: torch.Tensor) -> float:
+        """The logged value of :meth:`train_loss`'s result."""
+        return float(loss.detach())
+
     def train_step(self, epoch: int) -> Dict[str, float]:
         model, ds = self.model, self.dataset
         model.train()
@@ -267,15 +281,16 @@ class Trainer:
         t0 = time.perf_counter()
         logits = model(ds.x)
         nfe = _model_stat(model, "nfe")
-        loss = F.cross_entropy(logits[ds.train_mask], ds.y[ds.train_mask])
+        loss = self.train_loss(logits)
         reg_fn = getattr(model, "regularization_loss", None)
         reg = reg_fn() if callable(reg_fn) else None
         total = loss + reg if reg is not None else loss
         total.backward()
+        self.reduce_gradients()
         self._call("on_after_backward", epoch)
         self.optimizer.step()
         t1 = time.perf_counter()
-        logs = {"loss": float(loss.detach()), "epoch_time_s": t1 - t0}
+        logs = {"loss": self.loss_value(loss), "epoch_time_s": t1 - t0}
         if reg is not None:
             logs["reg_loss"] = float(reg.detach())
         if nfe is not None:
