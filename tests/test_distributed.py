@@ -324,3 +324,15 @@ def test_partition_cli_then_torchrun(tmp_path):
                        cwd=os.path.dirname(HERE), env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert q.returncode == 0, q.stderr[-3000:]
     assert "grand-l on cora (public split), 1 run(s)" in q.stdout
+
+
+def test_partition_cli_writes_parts_and_rejects_bad_counts(tmp_path):
+    d = tmp_path / "parts"
+    p = _cli("partition", "--dataset", "cora", "--parts", "2", "--method", "random", "--out", str(d), timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    meta = load_meta(str(d))
+    assert meta["num_parts"] == 2 and meta["extra"]["dataset"] == "cora" and sum(meta["owned_nodes"]) == 2708
+    part = load_part(str(d), 1)
+    assert part.node_data["x"].shape == (part.num_owned, 1433)
+    q = _cli("partition", "--dataset", "cora", "--parts", "0", "--out", str(tmp_path / "x"), timeout=300)
+    assert q.returncode == 2 and q.stderr.strip() == "graphode partition: error: --parts must be >= 1, got 0"
