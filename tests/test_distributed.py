@@ -337,18 +337,3 @@ def test_partition_cli_writes_parts_and_rejects_bad_counts(tmp_path):
     q = _cli("partition", "--dataset", "cora", "--parts", "0", "--out", str(tmp_path / "x"), timeout=300)
     assert q.returncode == 2 and q.stderr.strip() == "graphode partition: error: --parts must be >= 1, got 0"
 
-
-def test_bench_readme_holds_the_distributed_block_of_the_committed_results():
-    """The distributed tables in bench/README.md are what bench/distributed_report.py renders from the
-    committed bench/results/distributed.json (no figure typed by hand)."""
-    root = os.path.dirname(HERE)
-    sys.path.insert(0, os.path.join(root, "bench"))
-    try:
-        import distributed_report
-    finally:
-        sys.path.pop(0)
-    if not os.path.exists(distributed_report.RESULTS):
-        pytest.skip("no committed distributed results")
-    block = distributed_report.block()
-    with open(os.path.join(root, "bench", "README.md")) as f:
-        assert block in f.read()
