@@ -339,25 +339,25 @@ def test_cli_unknown_init_or_rewiring_is_a_usage_error(flag, value, capsys):
 
 def test_cli_dataset_from_config_file(tmp_path):
     """Without --dataset, the --config file's ``dataset`` key is used (not a silent Cora)."""
-    from graphode.train._cli import _resolve_config
+    from graphode.train._cli import resolve_config
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text("model: grand-l\ndataset: citeseer\nlr: 0.01\n")
-    cfg = _resolve_config(_cli_args(["--config", str(cfg_file)]))
+    cfg = resolve_config(_cli_args(["--config", str(cfg_file)]))
     assert cfg["dataset"] == "citeseer" and cfg["model"] == "grand-l" and cfg["lr"] == 0.01
-    cfg = _resolve_config(_cli_args(["--config", str(cfg_file), "--dataset", "cora"]))  # the flag wins
+    cfg = resolve_config(_cli_args(["--config", str(cfg_file), "--dataset", "cora"]))  # the flag wins
     assert cfg["dataset"] == "cora"
-    assert _resolve_config(_cli_args(["--model", "gcn"]))["dataset"] == "cora"  # no config: Cora
+    assert resolve_config(_cli_args(["--model", "gcn"]))["dataset"] == "cora"  # no config: Cora
 
 
 def test_cli_baselines_get_the_gcn_training_settings():
     """gcnii/appnp/... have no config of their own: they train with the deep-GCN settings
     (Adam, lr 0.005, wd 5e-4), as in the paper's comparison, not the trainer's generic lr."""
     pytest.importorskip("torch_geometric")
-    from graphode.train._cli import _resolve_config, load_config
+    from graphode.train._cli import load_config, resolve_config
 
     gcn = load_config(None, "gcn", "cora")
     for name in ("gcnii", "appnp", "sgc", "jknet"):
-        cfg = _resolve_config(_cli_args(["--model", name, "--dataset", "cora"]))
+        cfg = resolve_config(_cli_args(["--model", name, "--dataset", "cora"]))
         assert cfg["model"] == name
         assert (cfg["lr"], cfg["weight_decay"], cfg["optimizer"]) == (gcn["lr"], gcn["weight_decay"], gcn["optimizer"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict
 
 __all__ = ["add_sweep_args", "run_sweep"]
 

@@ -36,7 +36,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ._ray import ensure_ray, require_ray, set_threads
 from ._space import Dist, load_space, parse_space, resolve_space_path, space_keys, to_tune

@@ -146,9 +146,6 @@ def resolve_config(args) -> Dict[str, Any]:
     return cfg
 
 
-_resolve_config = resolve_config  # old private name
-
-
 def _check_dataset(args, cfg):
     """Load the dataset before any training: an unknown name or missing files is a
     :class:`DataError` that names them and where they were looked for."""
