@@ -34,7 +34,8 @@ def _settings(d):
 
 
 def _facts(d):
-    return f"{d['date']}, {d['cpus']} CPUs, 1-min load average {d['loadavg_1min']} at the start"
+    end = f" and {d['loadavg_1min_end']} at the end" if "loadavg_1min_end" in d else ""
+    return f"{d['date']}, {d['cpus']} CPUs, 1-min load average {d['loadavg_1min']} at the start{end}"
 
 
 def _mean_std(xs):

@@ -64,6 +64,7 @@ def _facts():
 def step_sweep(args):
     from graphode.sweep import sweep
 
+    facts = _facts()  # before the run: the load it started under
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         res = sweep("gcn", "cora", "gcn", num_samples=24, scheduler="asha", epochs=200, output_dir=d,
@@ -73,7 +74,7 @@ def step_sweep(args):
     keep = ("rank", "trial_id", "status", "val_acc", "test_acc", "best_epoch", "epochs") + SEARCHED_SHOWN
     rows = [{k: r.get(k, r.get("config", {}).get(k)) for k in keep} for r in res["rows"]]
     best = {k: res["best_config"][k] for k in res["best_config"] if k in SEARCHED_SHOWN or k in OVERRIDES}
-    return dict(_facts(), wall_s=wall, sweep_time_s=res["time_s"], num_trials=res["num_trials"],
+    return dict(facts, loadavg_1min_end=round(os.getloadavg()[0], 2), wall_s=wall, sweep_time_s=res["time_s"], num_trials=res["num_trials"],
                 num_stopped=res["num_stopped"], rows=rows, best=best, best_config=res["best_config"],
                 settings=dict(num_samples=24, epochs=200, grace_period=10, reduction_factor=4, overrides=OVERRIDES,
                               cpus=args.cpus))
@@ -113,14 +114,18 @@ def _config(overrides):
 
 def step_retrain(args, data):
     best = {k: v for k, v in data["sweep"]["best"].items() if k in SEARCHED_SHOWN}
-    return dict(_facts(), best=dict(settings=best, **_runs(_config(best))),
-                paper=dict(settings=PAPER_SETTINGS, **_runs(_config(PAPER_SETTINGS))))
+    facts = _facts()
+    out = dict(facts, best=dict(settings=best, **_runs(_config(best))),
+               paper=dict(settings=PAPER_SETTINGS, **_runs(_config(PAPER_SETTINGS))))
+    return dict(out, loadavg_1min_end=round(os.getloadavg()[0], 2))
 
 
 def step_ray(args, data):
     best = {k: v for k, v in data["sweep"]["best"].items() if k in SEARCHED_SHOWN}
     cfg = _config(best)
-    return dict(_facts(), cpus=args.cpus, ray=_runs(cfg, ray=True, cpus=args.cpus), sequential=_runs(cfg))
+    facts = _facts()
+    out = dict(facts, cpus=args.cpus, ray=_runs(cfg, ray=True, cpus=args.cpus), sequential=_runs(cfg))
+    return dict(out, loadavg_1min_end=round(os.getloadavg()[0], 2))
 
 
 def main(argv=None):
