@@ -2,6 +2,7 @@
 
     nice -n 15 .venv/bin/python experiments/grand_reproduce.py            # every cell, in order
     nice -n 15 .venv/bin/python experiments/grand_reproduce.py --cells t1-grand-l-cora authors-cora
+    nice -n 15 .venv/bin/python experiments/grand_reproduce.py --cells authors-citeseer --runs 3   # seeds 0-2 only
     .venv/bin/python experiments/grand_reproduce.py --list                # the plan and what is done
 
 One process runs the cells one after the other, one torch thread; every finished run is
@@ -147,6 +148,8 @@ def main(argv=None) -> None:
     p.add_argument("--list", action="store_true", help="print the plan and what is done, then exit")
     p.add_argument("--data-root", default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=None,
+                   help="run only seeds below this in each cell (default: the plan's number of runs)")
     args = p.parse_args(argv)
     cells = CELLS if args.cells is None else [c for c in CELLS if c["name"] in set(args.cells)]
     if args.cells is not None and len(cells) != len(set(args.cells)):
@@ -164,10 +167,11 @@ def main(argv=None) -> None:
     root = data_root(args.data_root)
     os.makedirs(RESULTS, exist_ok=True)
     for cell in cells:
-        todo = [s for s in range(cell["runs"]) if s not in set(_done(cell))]
+        planned = cell["runs"] if args.runs is None else min(args.runs, cell["runs"])
+        todo = [s for s in range(planned) if s not in set(_done(cell))]
         if not todo:
             continue
-        bar = tqdm(total=cell["runs"], initial=cell["runs"] - len(todo), desc=cell["name"], file=sys.stderr)
+        bar = tqdm(total=planned, initial=planned - len(todo), desc=cell["name"], file=sys.stderr)
         for seed in todo:
             rec = (run_authors if cell["who"] == "authors" else run_graphode)(cell, seed, root)
             with open(AUTHORS if cell["who"] == "authors" else OURS, "a") as f:

@@ -208,6 +208,122 @@ def hosts() -> str:
             f"times are indicative only).")
 
 
+# --------------------------------------------------------------------------- settings, gaps, plan
+SETTINGS = os.path.join(HERE, "grand_settings.yaml")
+CONFIGS = os.path.join(ROOT, "graphode", "configs", "grand")
+PROTOCOLS = {"grand": "GRAND's split", "random": "random LCC splits", "public": "public masks"}
+
+
+def _plan() -> List[dict]:
+    """The reproduction plan (``grand_reproduce.CELLS``), in the order it runs."""
+    import grand_reproduce
+
+    return grand_reproduce.CELLS
+
+
+def _config(dataset: str) -> dict:
+    import yaml
+
+    with open(os.path.join(CONFIGS, f"{dataset}.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def _value(v) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _cell_rows(name: str) -> List[dict]:
+    return _select(_read(OURS) + _read(AUTHORS), cell=name)
+
+
+def _cell_paper(cell: dict) -> Optional[Tuple[float, float]]:
+    return paper_number(paper()["protocol_table"][cell["split"]], cell["model"], cell["dataset"])
+
+
+def _range(vals) -> str:
+    vals = sorted(set(int(v) for v in vals))
+    if not vals:
+        return "–"
+    return str(vals[0]) if len(vals) == 1 else f"{vals[0]}–{vals[-1]}"
+
+
+def settings() -> str:
+    """Where the paper and the authors' code disagree, graphode's setting for each, and the
+    measured accuracy of the other side where a cell ran it."""
+    import yaml
+
+    with open(SETTINGS) as f:
+        spec = yaml.safe_load(f)["rows"]
+    plan = {c["name"]: c for c in _plan()}
+    cfgs = {d: _config(d) for d in DATASETS}
+    lines = ["| setting | the paper | the authors' code | graphode (" + " / ".join(NAMES[d] for d in DATASETS) +
+             ") | the paper's side, measured (GRAND-l) |", "|---|---|---|---|---|"]
+    for r in spec:
+        if r["keys"]:
+            ours = "; ".join(f"`{k}: " + " / ".join(_value(cfgs[d].get(k)) for d in DATASETS) + "`" for k in r["keys"])
+        else:
+            ours = r.get("graphode", "")
+        measured = []
+        for name in r.get("cells") or []:
+            c = plan[name]
+            rows = _cell_rows(name)
+            measured.append(f"{NAMES[c['dataset']]}: {_ms(rows)}")
+        other = r.get("other") or ""
+        meas = (other + ": " + ", ".join(measured)) if measured else (f"{other}: not run" if other else "–")
+        lines.append(f"| {r['setting']} | {r['paper']} | {r['code']} | {ours} | {meas} |")
+    ours = _read(OURS)
+    summary = []
+    for d in DATASETS:
+        rows = _select(ours, model="grand-l", dataset=d, split="grand", variant="code")
+        p = paper_number("table1", "grand-l", d)
+        summary.append(f"{NAMES[d]} {_ms(rows)} (paper {_pp(p)}" + (f"; {_verdict(rows, p)})" if rows else ")"))
+    return "\n".join(lines + ["", "With every setting at the code's value (the packaged configs, GRAND's split), "
+                              "GRAND-l: " + "; ".join(summary) + "."])
+
+
+def gaps() -> str:
+    """Every cell of the plan that ran: seeds, epochs, accuracy and the gap to the paper."""
+    lines = ["| cell | code | model | dataset | protocol | variant | seeds | epochs | test accuracy | paper | "
+             "gap (points) | gap / paper's std |", "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for c in _plan():
+        rows = _cell_rows(c["name"])
+        if not rows:
+            continue
+        a, p = _acc(rows), _cell_paper(c)
+        gap = "–" if p is None else f"{a.mean() - p[0]:+.1f}"
+        z = "–" if p is None else f"{(a.mean() - p[0]) / p[1]:+.1f}"
+        table = paper()["protocol_table"][c["split"]].replace("table", "Table ")
+        lines.append(f"| {c['name']} | {'authors' if c['who'] == 'authors' else 'graphode'} | {NAMES[c['model']]} | "
+                     f"{NAMES[c['dataset']]} | {PROTOCOLS[c['split']]} | {c['variant']} | "
+                     f"{_range(r['seed'] for r in rows)} (n={len(rows)}) | {_range(r['epochs'] for r in rows)} | "
+                     f"{a.mean():.1f} ± {a.std():.1f} | {_pp(p)} ({table}) | {gap} | {z} |")
+    return "\n".join(lines)
+
+
+def not_run() -> str:
+    """The cells of the plan not (fully) run, with the time a run took here where one did."""
+    ours, theirs = _read(OURS), _read(AUTHORS)
+    lines = ["| cell | code | model | dataset | protocol | variant | runs done / planned | "
+             "median wall time of one run here | CPU time left (estimate) |", "|---|---|---|---|---|---|---:|---:|---:|"]
+    for c in _plan():
+        done = len(_cell_rows(c["name"]))
+        if done >= c["runs"]:
+            continue
+        same = _select(theirs if c["who"] == "authors" else ours, model=c["model"], dataset=c["dataset"])
+        wall = float(np.median([r["wall_s"] for r in same])) if same else None
+        left = "–" if wall is None else f"{(c['runs'] - done) * wall / 60:.0f} min"
+        lines.append(f"| {c['name']} | {'authors' if c['who'] == 'authors' else 'graphode'} | {NAMES[c['model']]} | "
+                     f"{NAMES[c['dataset']]} | {PROTOCOLS[c['split']]} | {c['variant']} | {done} / {c['runs']} | "
+                     f"{'no run yet' if wall is None else f'{wall:.0f} s'} | {left} |")
+    if len(lines) == 2:
+        return "Every cell of the plan has run."
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- figures 2-4 (raw files of
 # experiments/grand_fig2_depth.py, grand_fig3_solvers.py, grand_fig4_digits.py)
 FIG2 = os.path.join(RESULTS, "grand_fig2_depth.jsonl")
@@ -323,6 +439,9 @@ BLOCKS: Dict[str, Callable[[], str]] = {
     "grand-variants": variants,
     "grand-seeds": seeds,
     "grand-runs": hosts,
+    "grand-settings": settings,
+    "grand-gaps": gaps,
+    "grand-not-run": not_run,
     "grand-fig2": fig2,
     "grand-fig3-left": fig3_left,
     "grand-fig3-right": fig3_right,

@@ -40,3 +40,65 @@ def test_paper_numbers_file_matches_the_paper():
                                                                "computers", "photo", "ogbn-arxiv"))):
             found = [(float(m), float(s)) for m, s in re.findall(r"([\d.]+)\s*±\s*([\d.]+)", row)]
             assert [tuple(table["numbers"][model][d]) for d in order] == found, (model, row)
+
+
+def _rec(cell, seed, acc, wall=100.0, epochs=99, who="graphode", model="grand-l", dataset="cora", split="grand",
+         variant="code"):
+    return dict(cell=cell, seed=seed, test_acc=acc, val_acc=acc, wall_s=wall, epochs=epochs, who=who, model=model,
+                dataset=dataset, split=split, variant=variant, best_epoch=0)
+
+
+@pytest.fixture
+def synthetic(tmp_path, monkeypatch):
+    """A small plan and raw files written here: the blocks must say what these files say."""
+    import json
+
+    ours, theirs = tmp_path / "ours.jsonl", tmp_path / "theirs.jsonl"
+    rows = [_rec("a", 0, 0.80, wall=90), _rec("a", 1, 0.84, wall=110), _rec("a", 1, 0.10),  # a repeat counts once
+            _rec("b", 3, 0.70, epochs=249, dataset="citeseer", split="random")]
+    ours.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    theirs.write_text(json.dumps(_rec("c", 0, 0.85, wall=600, who="authors")) + "\n")
+    plan = [dict(name="a", model="grand-l", dataset="cora", split="grand", runs=2, variant="code", who="graphode"),
+            dict(name="b", model="grand-l", dataset="citeseer", split="random", runs=10, variant="code",
+                 who="graphode"),
+            dict(name="c", model="grand-l", dataset="cora", split="grand", runs=5, variant="code", who="authors"),
+            dict(name="d", model="grand-nl", dataset="cora", split="grand", runs=10, variant="code",
+                 who="graphode")]
+    monkeypatch.setattr(R, "OURS", str(ours))
+    monkeypatch.setattr(R, "AUTHORS", str(theirs))
+    monkeypatch.setattr(R, "_plan", lambda: plan)
+    return plan
+
+
+def test_gaps_block_gives_seeds_epochs_and_the_gap_to_the_protocols_table(synthetic):
+    lines = {ln.split(" | ")[0].strip("| "): ln for ln in R.gaps().splitlines()[2:]}
+    assert set(lines) == {"a", "b", "c"}  # d has no run
+    # a: seeds 0-1 (the repeated seed 1 counts once), 82.0 +- 2.0, Table 1 Cora 84.7 +- 0.6
+    assert "| 0–1 (n=2) | 99 | 82.0 ± 2.0 | 84.7 ± 0.6 (Table 1) | -2.7 | -4.5 |" in lines["a"]
+    # b: a random split is compared with Table 2 (CiteSeer 73.4 +- 0.5)
+    assert "| 3 (n=1) | 249 | 70.0 ± 0.0 | 73.4 ± 0.5 (Table 2) | -3.4 | -6.8 |" in lines["b"]
+    assert "| authors |" in lines["c"] and "+0.3" in lines["c"]
+
+
+def test_not_run_block_lists_the_unfinished_cells_with_their_cost(synthetic):
+    lines = {ln.split(" | ")[0].strip("| "): ln for ln in R.not_run().splitlines()[2:]}
+    assert set(lines) == {"b", "c", "d"}  # a ran both planned seeds
+    assert "| 1 / 10 | 100 s | 15 min |" in lines["b"]  # b's wall: the median of graphode's citeseer runs
+    assert "| 1 / 5 | 600 s | 40 min |" in lines["c"]  # the authors' runs time the authors' cells
+    assert "| 0 / 10 | no run yet | – |" in lines["d"]
+
+
+def test_settings_block_shows_the_packaged_configs_and_names_only_planned_cells():
+    import yaml
+
+    spec = yaml.safe_load(open(R.SETTINGS))["rows"]
+    plan = {c["name"] for c in R._plan()}
+    from graphode.config import load_config
+
+    block = R.settings()
+    for row in spec:
+        assert set(row.get("cells") or []) <= plan, row["setting"]
+        for k in row["keys"]:
+            vals = [load_config(None, "grand-l", d)[k] for d in R.DATASETS]  # the key exists in the schema
+            assert f"`{k}: " + " / ".join(R._value(v) for v in vals) + "`" in block
+    assert block.count("\n| ") == len(spec)  # one row per setting below the header
