@@ -102,3 +102,28 @@ def test_settings_block_shows_the_packaged_configs_and_names_only_planned_cells(
             vals = [load_config(None, "grand-l", d)[k] for d in R.DATASETS]  # the key exists in the schema
             assert f"`{k}: " + " / ".join(R._value(v) for v in vals) + "`" in block
     assert block.count("\n| ") == len(spec)  # one row per setting below the header
+
+
+def test_readme_make_run_recording_is_of_todays_make_run():
+    """README's make-run block (docs/results/readme.json, `python docs/report_readme.py record-run`)
+    must be a recording of what `make run` runs now: GRAND's split, the packaged Cora config, and
+    the paper's Table 1 number beside the result; a recording of an older protocol fails here."""
+    import inspect
+    import json
+
+    from graphode.config import load_config
+    from graphode.models.grand import published_accuracy
+    from graphode.train import main_job, main_job_lines
+
+    path = os.path.join(ROOT, "docs", "results", "readme.json")
+    rec = json.load(open(path)).get("make_run")
+    if rec is None:
+        pytest.skip("no recorded make run")
+    split = inspect.signature(main_job).parameters["split"].default
+    assert split == "grand"
+    head = main_job_lines({"config": load_config(None, "grand-l", "cora"), "split": split, "model": "grand-l",
+                           "runs": [], "mean_test_acc": 0, "std_test_acc": 0, "total_s": 0}).splitlines()[0]
+    assert rec["command"] == "make run" and rec["returncode"] == 0
+    assert rec["output"][0] == head
+    p = published_accuracy("grand-l", "cora", split)
+    assert f"{p['mean']} ± {p['std']})" in rec["output"][-1] and "(grand split)" in rec["output"][-1]
