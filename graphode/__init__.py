@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 
 from . import ops
-from ._extension import extension_info
+from . import _extension
 from .graph import Graph, grid_graph, power_law_graph
 
 __version__ = "0.1.0"
@@ -40,6 +40,26 @@ _LAZY = {
 }
 
 __all__ = ["Graph", "grid_graph", "power_law_graph", "ops", "extension_info", "__version__", *_LAZY]
+
+
+def extension_info() -> dict:
+    """What the installation provides: the compiled extension, its CUDA kernels,
+    triton, and the backends that can run."""
+    C = _extension.load_extension()
+    try:
+        import triton  # noqa: F401
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "extension": C is not None,
+        "extension_error": _extension.extension_error(),
+        "cuda_kernels": bool(C is not None and getattr(C, "WITH_CUDA", False)),
+        "openmp_threads": (C.omp_max_threads() if C is not None and hasattr(C, "omp_max_threads") else None),
+        "triton": triton_version,
+        "backends": ops.available_backends(),
+    }
 
 
 def __getattr__(name):

@@ -29,25 +29,3 @@ def load_extension():
 def extension_error() -> Optional[str]:
     load_extension()
     return _error
-
-
-def extension_info() -> dict:
-    """What the installation provides: the compiled extension, its CUDA kernels,
-    triton, and the backends that can run."""
-    from .ops import available_backends
-
-    C = load_extension()
-    try:
-        import triton  # noqa: F401
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return {
-        "extension": C is not None,
-        "extension_error": _error,
-        "cuda_kernels": bool(C is not None and getattr(C, "WITH_CUDA", False)),
-        "openmp_threads": (C.omp_max_threads() if C is not None and hasattr(C, "omp_max_threads") else None),
-        "triton": triton_version,
-        "backends": available_backends(),
-    }
