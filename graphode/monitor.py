@@ -162,7 +162,7 @@ def layer_dirichlet_energies(model: nn.Module, graph: Optional[Graph] = None,
     return [float(dirichlet_energy(h, graph, laplacian=laplacian)) for h in hs]
 
 
-def _trainer_graph(trainer, model) -> Optional[Graph]:
+def trainer_graph(trainer, model) -> Optional[Graph]:
     g = getattr(model, "graph", None)
     if g is None:
         ds = getattr(trainer, "dataset", None)
@@ -198,7 +198,7 @@ class TrainingMonitor:
         if self.energy and hasattr(model, "record_hidden"):
             model.record_hidden = True
         if self.graph is None:
-            self.graph = _trainer_graph(trainer, model)
+            self.graph = trainer_graph(trainer, model)
 
     def on_after_backward(self, trainer, epoch: int) -> None:
         if epoch % self.every:

@@ -140,6 +140,20 @@ def test_data_root_without_the_files_names_them(tmp_path, capsys):
     assert "download" not in line.split("Looked in")[0].lower()
 
 
+def test_failed_download_names_the_raw_file_and_folder(tmp_path, monkeypatch, capsys):
+    # A PyG dataset whose download fails: one line naming the folder and the file to put there.
+    from graphode.train import _trainer
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(_trainer, "_load", offline)
+    rc, _, err = _run(["train", "--model", "gcn", "--dataset", "coauthor_cs", "--data-root", str(tmp_path),
+                       "--epochs", "1"], capsys)
+    _one_line(rc, err, "train", f"not under {tmp_path / 'CS' / 'raw'}", "ms_academic_cs.npz",
+              "network is unreachable")
+
+
 def test_set_goes_through_the_same_checks(capsys):
     rc, _, err = _run(["train", "--model", "grand-l", "--set", "hiden_dim=3"], capsys)
     _one_line(rc, err, "train", "--set", "hiden_dim", "did you mean 'hidden_dim'")

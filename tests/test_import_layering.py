@@ -61,6 +61,7 @@ class Import:
     dst: str  # imported module (or package), e.g. graphode.solvers
     line: int
     kind: str  # "module", "function" or "type"
+    name: Optional[str] = None  # the name taken from dst (from dst import name), if any
 
     @property
     def edge(self) -> Tuple[str, str]:
@@ -191,17 +192,14 @@ def collect_imports(package_dirs: Dict[str, Path], compiled: Iterable[str] = ())
         for target, names, line, kind in found:
             if target.split(".")[0] not in roots:
                 continue
-            dsts = []
             for name in names or (None,):
                 sub = f"{target}.{name}" if name else None
                 if sub in known:
-                    dsts.append(sub)
-                elif name and target in reexports:
-                    dsts.append(reexports[target].get(name, target))
+                    out.append(Import(module, sub, line, kind))
+                elif name and target in reexports and name in reexports[target]:
+                    out.append(Import(module, reexports[target][name], line, kind))
                 else:
-                    dsts.append(target)
-            for dst in dict.fromkeys(dsts):
-                out.append(Import(module, dst, line, kind))
+                    out.append(Import(module, target, line, kind, name))
     return out
 
 
@@ -307,6 +305,20 @@ def test_layers_import_only_downwards(imports):
     )
 
 
+def private_names_across(imports: Iterable[Import]) -> List[Import]:
+    """Imports of another node's private name (``from graphode.train._cli import _helper``)."""
+    return [i for i in imports if i.name and i.name.startswith("_") and not i.name.startswith("__")
+            and i.edge[0] != i.edge[1]]
+
+
+def test_no_private_name_imported_across_subpackages(imports):
+    # What one subpackage takes from another is public there (no leading underscore).
+    bad = private_names_across(imports)
+    assert not bad, "private names imported from another subpackage:\n" + "\n".join(
+        f"  {i.src}:{i.line} from {i.dst} import {i.name}" for i in bad
+    )
+
+
 def test_lazy_edges_that_close_a_cycle_are_documented(imports):
     found = lazy_cycle_edges(imports)
     new = {e: found[e] for e in set(found) - set(LAZY_CYCLE_EDGES)}
@@ -346,6 +358,22 @@ def test_checker_finds_a_module_level_cycle(tmp_path):
     assert ("ops", "graph") in edges and ("graph", "ops") in edges
     assert [c for c in strongly_connected(edges)] == [{"graph", "ops"}]
     assert "graph -> ops: pkg.graph:2 -> pkg.ops" in describe(edges)
+    assert not private_names_across(imps)
+
+
+def test_checker_finds_a_private_name_taken_across_subpackages(tmp_path):
+    dirs = _write_package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "train/__init__.py": "",
+            "train/_cli.py": "def _helper():\n    pass\n",
+            "dist.py": "def f():\n    from .train._cli import _helper, public\n",
+            "train/_trainer.py": "from ._cli import _helper\n",  # within its own subpackage: fine
+        },
+    )
+    bad = private_names_across(collect_imports(dirs))
+    assert [(i.src, i.dst, i.name, i.kind) for i in bad] == [("pkg.dist", "pkg.train._cli", "_helper", "function")]
 
 
 def test_checker_separates_lazy_and_type_only_imports(tmp_path):

@@ -161,9 +161,9 @@ class GradientGuidedRewiring:
         self.started = True
         if self.criterion == "dirichlet_energy":
             model.record_hidden = True
-            from ..monitor import _trainer_graph
+            from ..monitor import trainer_graph
 
-            self._graph = _trainer_graph(trainer, model)
+            self._graph = trainer_graph(trainer, model)
         # skips restored from a checkpoint (load_state_dict before training) are re-applied
         if self.apply:
             for l in self.skips:

@@ -7,17 +7,11 @@ from typing import Any, Optional, Tuple
 from ._base import NodeDataset
 from ._planetoid import PLANETOID_NAMES, load_planetoid
 from ._pyg import PYG_NAMES, load_pyg
-from ._root import PathLike
+from ._root import PathLike, canonical
 from ._splits import Seeds
 from ._webkb import WEBKB_NAMES, load_actor, load_webkb
 
 __all__ = ["load_dataset", "available_datasets"]
-
-_ALIASES = {
-    "film": "actor", "cs": "coauthor-cs", "coauthorcs": "coauthor-cs",
-    "physics": "coauthor-physics", "coauthorphysics": "coauthor-physics",
-    "amazon-computers": "computers", "amazon-photo": "photo", "arxiv": "ogbn-arxiv",
-}
 
 
 def available_datasets() -> Tuple[str, ...]:
@@ -26,11 +20,8 @@ def available_datasets() -> Tuple[str, ...]:
 
 
 def canonical_name(name: str) -> str:
-    key = name.lower().strip().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in available_datasets():
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(available_datasets())}")
-    return key
+    """The canonical name of any dataset :func:`load_dataset` knows (aliases folded)."""
+    return canonical(name, available_datasets())
 
 
 def load_dataset(

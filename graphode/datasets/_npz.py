@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from ._base import NodeDataset
-from ._root import PathLike, dedupe, not_found, resolve_root
+from ._root import PathLike, canonical, dedupe, not_found, resolve_root
 from ._splits import GRAND_SPLIT_SEED, Seeds, coalesce_edges, lcc_dataset, symmetrize_edges
 
 __all__ = ["load_npz", "read_npz", "NPZ_FILES"]
@@ -25,24 +25,11 @@ NPZ_FILES: Dict[str, tuple] = {
     "computers": ("amazon_electronics_computers.npz", ("Computers", "computers", "Amazon/Computers")),
     "photo": ("amazon_electronics_photo.npz", ("Photo", "photo", "Amazon/Photo")),
 }
-_ALIASES = {
-    "cs": "coauthor-cs", "coauthorcs": "coauthor-cs", "ms-academic-cs": "coauthor-cs",
-    "physics": "coauthor-physics", "coauthorphysics": "coauthor-physics",
-    "amazon-computers": "computers", "amazon-photo": "photo",
-}
 #: development-set size of the random split (Shchur et al.; GRAND uses 5000 for Coauthor CS)
 NUM_DEV = {"coauthor-cs": 5000}
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "_data"
 SHIPPED_NPZ = {"cora": SHIPPED_DIR / "cora_gnnbench.npz"}
-
-
-def _canonical(name: str) -> str:
-    key = name.lower().strip().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in NPZ_FILES:
-        raise ValueError(f"unknown npz dataset {name!r}; known: {', '.join(NPZ_FILES)}")
-    return key
 
 
 def read_npz(path: PathLike) -> Dict[str, object]:
@@ -138,7 +125,7 @@ def load_npz(
     Returns:
         :class:`NodeDataset`; ``node_index`` maps LCC nodes to ids in the file.
     """
-    key = _canonical(name)
+    key = canonical(name, tuple(NPZ_FILES), "npz dataset")
     if split not in ("random", "grand", None, "none"):
         raise ValueError(f"split must be 'random', 'grand' or None, got {split!r}")
     split_name = split

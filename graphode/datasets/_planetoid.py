@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 
 from ._base import NodeDataset, row_normalize
-from ._root import PathLike, dedupe, first_dir_with, not_found, resolve_root
+from ._root import PathLike, canonical, dedupe, first_dir_with, not_found, resolve_root
 from ._splits import GRAND_SPLIT_SEED, Seeds, coalesce_edges, lcc_dataset
 
 __all__ = ["load_planetoid", "PLANETOID_NAMES"]
@@ -231,9 +231,7 @@ def load_planetoid(
         :class:`NodeDataset` with ``x`` ``[N, F]``, ``y`` ``[N]``,
         ``edge_index`` ``[2, E]`` (both directions; Cora 10556, CiteSeer 9104).
     """
-    key = name.lower().strip()
-    if key not in PLANETOID_NAMES:
-        raise ValueError(f"unknown Planetoid dataset {name!r}; known: {', '.join(PLANETOID_NAMES)}")
+    key = canonical(name, PLANETOID_NAMES, "Planetoid dataset")
     if split not in ("public", "random", "grand"):
         raise ValueError(f"split must be 'public', 'grand' or 'random', got {split!r}")
     split_name = split

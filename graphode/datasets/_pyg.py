@@ -18,10 +18,10 @@ import torch
 from .._io import weights_only_loads
 from ..errors import DataError
 from ._base import NodeDataset, row_normalize
-from ._root import PathLike, resolve_root
+from ._root import PathLike, canonical, resolve_root
 from ._splits import GRAND_SPLIT_SEED, Seeds, coalesce_edges, lcc_dataset, symmetrize_edges
 
-__all__ = ["load_pyg", "PYG_NAMES"]
+__all__ = ["load_pyg", "PYG_NAMES", "raw_file"]
 
 #: canonical name -> (torch_geometric.datasets class, its ``name`` argument, raw file)
 _PYG = {
@@ -32,11 +32,6 @@ _PYG = {
 }
 _OGB = ("ogbn-arxiv",)
 PYG_NAMES = tuple(_PYG) + _OGB
-_ALIASES = {
-    "cs": "coauthor-cs", "coauthorcs": "coauthor-cs", "physics": "coauthor-physics",
-    "coauthorphysics": "coauthor-physics", "amazon-computers": "computers",
-    "amazon-photo": "photo", "arxiv": "ogbn-arxiv", "ogbn_arxiv": "ogbn-arxiv",
-}
 _NUM_DEV = {"coauthor-cs": 5000}
 
 
@@ -68,12 +63,15 @@ def _safe_cache(processed: Path):
         ) from None
 
 
-def canonical_pyg_name(name: str) -> str:
-    key = name.lower().strip().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in PYG_NAMES:
-        raise ValueError(f"unknown PyG/OGB dataset {name!r}; known: {', '.join(PYG_NAMES)}")
-    return key
+def raw_file(name: str, root: Optional[PathLike] = None) -> Optional[Path]:
+    """Where :func:`load_pyg` looks for the raw file of the PyG dataset ``name`` (and where
+    PyG downloads it); None for ogbn-arxiv and for names that are not PyG datasets."""
+    try:
+        key = canonical(name, tuple(_PYG))
+    except ValueError:
+        return None
+    _, pyg_name, raw = _PYG[key]
+    return resolve_root(root) / pyg_name / "raw" / raw
 
 
 def load_pyg(
@@ -114,7 +112,7 @@ def load_pyg(
     Returns:
         :class:`NodeDataset` with ``x`` ``[N, F]``, ``y`` ``[N]``, ``edge_index`` ``[2, E]``.
     """
-    key = canonical_pyg_name(name)
+    key = canonical(name, PYG_NAMES, "PyG/OGB dataset")
     r = resolve_root(root)
     if key in _OGB:
         return _load_ogb(key, r, split, normalize_features, download)

@@ -21,6 +21,23 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 ENV_VAR = "GRAPHODE_DATA"
 
+#: other names of the datasets (after lower-casing and ``_`` -> ``-``), for every loader
+ALIASES = {
+    "film": "actor", "cs": "coauthor-cs", "coauthorcs": "coauthor-cs", "ms-academic-cs": "coauthor-cs",
+    "physics": "coauthor-physics", "coauthorphysics": "coauthor-physics",
+    "amazon-computers": "computers", "amazon-photo": "photo", "arxiv": "ogbn-arxiv",
+}
+
+
+def canonical(name: str, known: Sequence[str], what: str = "dataset") -> str:
+    """The canonical name of dataset ``name`` (case, ``_``/``-`` and :data:`ALIASES` folded);
+    a ValueError listing ``known`` when it is not one of them."""
+    key = name.lower().strip().replace("_", "-")
+    key = ALIASES.get(key, key)
+    if key not in known:
+        raise ValueError(f"unknown {what} {name!r}; known: {', '.join(known)}")
+    return key
+
 
 def default_root() -> Path:
     """The data root used when a loader gets ``root=None``.

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ._base import NodeDataset, row_normalize
-from ._root import PathLike, dedupe, not_found, resolve_root
+from ._root import PathLike, canonical, dedupe, not_found, resolve_root
 from ._splits import coalesce_edges, symmetrize_edges
 
 __all__ = ["load_webkb", "load_actor", "WEBKB_NAMES"]
@@ -126,9 +126,7 @@ def load_webkb(
         :class:`NodeDataset` with 183 / 183 / 251 nodes, ``x`` ``[N, 1703]``,
         5 classes, masks ``[N, 10]`` (use ``ds.split(i)``; roughly 48/32/20 %).
     """
-    key = name.lower().strip()
-    if key not in WEBKB_NAMES:
-        raise ValueError(f"unknown WebKB dataset {name!r}; known: {', '.join(WEBKB_NAMES)}")
+    key = canonical(name, WEBKB_NAMES, "WebKB dataset")
     data_dir, split_dir = _find(key, root)
     rows = _read_lines(data_dir / _NODE_FILE)
     n = len(rows)

@@ -25,7 +25,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -34,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..datasets import NodeDataset
-from ..train._trainer import Trainer, _model_stat, _plain, seed_everything, summarize
+from ..train._trainer import Trainer, model_stat, plain_values, seed_everything, summarize
 from . import _comm
 from .graph import DistGraph
 from .partition import Partition, load_meta, load_part, partition_graph, save_partition
@@ -102,7 +101,7 @@ def save_dataset_partition(ds, directory: str, num_parts: int, method: str = "me
     """Partition ``ds`` and save it with its features, labels and masks (each part its rows)."""
     p = partition_dataset(ds, num_parts, method, seed)
     extra = {"dataset": ds.name, "num_classes": int(ds.num_classes), "num_features": int(ds.x.size(1)),
-             "info": _plain(getattr(ds, "info", {}))}
+             "info": plain_values(getattr(ds, "info", {}))}
     save_partition(p, directory, node_data=_node_data(ds), extra=extra)
     return load_meta(directory)
 
@@ -201,18 +200,15 @@ class DistTrainer(Trainer):
     def loss_value(self, loss: torch.Tensor) -> float:
         return float(_comm.all_reduce_sum(loss.detach().reshape(1).double(), self.group))
 
-    @torch.no_grad()
-    def evaluate(self) -> Dict[str, float]:
-        model, ds = self.model, self.dataset
-        model.eval()
-        t0 = time.perf_counter()
-        logits = model(ds.x)
+    def eval_metrics(self, logits: torch.Tensor) -> Dict[str, float]:
+        """The accuracies and validation loss over all ranks (sums of correct predictions and
+        losses reduced, divided by the node counts of all ranks)."""
+        ds = self.dataset
         vm = ds.val_mask
         extra = [float(F.cross_entropy(logits[vm], ds.y[vm], reduction="sum")) if int(vm.sum()) else 0.0]
         counts, (val_loss,) = self._reduce_counts(logits.argmax(-1), extra)
         out = {name: c / n if n else float("nan") for name, (c, n) in zip(("train_acc", "val_acc", "test_acc"),
                                                                            counts)}
-        out["eval_time_s"] = time.perf_counter() - t0
         if self.counts["val_mask"]:
             out["val_loss"] = val_loss / self.counts["val_mask"]
         return out
@@ -275,7 +271,7 @@ def run_many(model_name: str, dataset: PartDataset, config: Optional[Dict[str, A
         results.append(r)
         if on_run_end is not None:
             on_run_end(i, r)
-    return {"runs": results, **summarize(results), "config": _plain(config)}
+    return {"runs": results, **summarize(results), "config": plain_values(config)}
 
 
 # --------------------------------------------------------------------------- command line
@@ -383,10 +379,10 @@ def run_train_rank(args, cfg: Dict[str, Any], load: Callable[[], Any], on_run_en
 def add_train_args(parser):
     """The options ``graphode train`` has for training across processes (``graphode.cli``
     adds them; with them, :func:`run_train` runs the command)."""
-    from ..train._cli import _positive_int
+    from ..train._cli import positive_int
 
     p = parser
-    p.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--nproc", type=positive_int, default=None, metavar="N",
                    help="train across N local processes, each on one part of the graph (graphode.distributed; "
                         "under torchrun the ranks come from torchrun instead)")
     p.add_argument("--partition", default=None, metavar="DIR",
@@ -402,13 +398,13 @@ def run_train(args) -> int:
     and in a rank under ``torchrun``): the config, outputs and checks of
     :func:`graphode.train.run_train`, then either start the ranks (each runs the same
     command again) or, in a rank, train on its part; rank 0 prints and writes ``--out``."""
-    from ..train._cli import _check_dataset, finish_train, prepare_train, run_reporter
+    from ..train._cli import check_dataset, finish_train, prepare_train, run_reporter
 
     cfg = prepare_train(args)
     if cfg is None:
         return 0
     check_config(cfg["model"], cfg)
-    load = lambda: _check_dataset(args, cfg)  # noqa: E731
+    load = lambda: check_dataset(args, cfg)  # noqa: E731
     if not _comm.is_distributed_env():  # start the ranks; each runs this command again
         return launch_train(args, cfg, getattr(args, "argv", None) or sys.argv[1:], load=load)
     main_rank = int(os.environ.get("RANK", "0")) == 0
@@ -438,11 +434,11 @@ def add_partition_args(parser):
 def run_partition(args) -> int:
     """``graphode partition``: cut a dataset's graph and save one file per part."""
     from ..errors import ConfigError
-    from ..train._cli import _check_dataset
+    from ..train._cli import check_dataset
 
     if args.parts < 1:
         raise ConfigError(f"--parts must be >= 1, got {args.parts}")
-    ds = _check_dataset(args, {})
+    ds = check_dataset(args, {})
     meta = save_dataset_partition(ds, args.out, args.parts, method=args.method, seed=args.seed)
     print(f"{meta['method']} partition of {ds.name} ({meta['num_nodes']} nodes, {meta['num_edges']} edges) into "
           f"{meta['num_parts']} parts: edge cut {meta['edge_cut']} ({100 * meta['edge_cut_fraction']:.1f}% of the "

@@ -37,24 +37,23 @@ __all__ = ["add_train_args", "run_train", "prepare_train", "run_reporter", "fini
            "packaged_config_path", "parse_set", "resolve_config"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def int_at_least(low: int, what: str):
+    """An argparse ``type``: an integer ``>= low`` (``what`` names the range in the error)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
+        return v
+
+    return parse
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+positive_int = int_at_least(1, "a positive integer")
+nonnegative_int = int_at_least(0, "an integer >= 0")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -69,19 +68,19 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "component with GRAND's split drawn once with seed 12345 (the GRAND authors' code, "
                         "their Table 1; seeds vary the initialisation); random: a random LCC split per seed "
                         "(GRAND's Table 2 protocol); default: the config's 'split' key, else public")
-    p.add_argument("--split-seed", type=_nonnegative_int, default=None,
+    p.add_argument("--split-seed", type=nonnegative_int, default=None,
                    help="with --split random: draw one split with this seed for every run (seeds then vary "
                         "the initialisation only)")
-    p.add_argument("--runs", type=_positive_int, default=1, help="number of seeds (default 1)")
-    p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of the first run; run i uses seed+i")
+    p.add_argument("--runs", type=positive_int, default=1, help="number of seeds (default 1)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the first run; run i uses seed+i")
     p.add_argument("--config", default=None, help="YAML config (default: the packaged one)")
-    p.add_argument("--epochs", type=_positive_int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--method", default=None, help="ODE solver method (dopri5, rk4, implicit_euler, ...)")
     p.add_argument("--adjoint", action="store_true", default=None, help="use the adjoint method")
     p.add_argument("--device", default=None, help="cpu or cuda")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch intra-op threads while training (GRAND on Cora-sized graphs is fastest with 1)")
-    p.add_argument("--layers", type=_positive_int, default=None, help="number of layers (deep GCN models)")
+    p.add_argument("--layers", type=positive_int, default=None, help="number of layers (deep GCN models)")
     p.add_argument("--init", default=None, choices=GCN_INITS,
                    help="weight initialisation (deep GCN models): glorot; isometric = eq. 14 of the paper; "
                         "isometric-code = the authors' code's bound, the one that reproduces the paper's tables")
@@ -146,7 +145,7 @@ def resolve_config(args) -> Dict[str, Any]:
     return cfg
 
 
-def _check_dataset(args, cfg):
+def check_dataset(args, cfg):
     """Load the dataset before any training: an unknown name or missing files is a
     :class:`DataError` that names them and where they were looked for."""
     from ..datasets import available_datasets
@@ -171,15 +170,13 @@ def _check_dataset(args, cfg):
     except DataError:
         raise
     except OSError as e:  # missing files (FileNotFoundError), or a failed download
-        from ..datasets._pyg import _PYG
-        from ..datasets._root import resolve_root
+        from ..datasets._pyg import raw_file
 
         msg = " ".join(str(e).split())
-        key = canonical_name(args.dataset)
-        if key in _PYG and not isinstance(e, FileNotFoundError):
-            _, sub, raw = _PYG[key]
-            msg = (f"{args.dataset}: the files are not under {resolve_root(args.data_root) / sub / 'raw'} and the "
-                   f"download failed ({msg}); put {raw} there or pass --data-root")
+        raw = raw_file(args.dataset, args.data_root)
+        if raw is not None and not isinstance(e, FileNotFoundError):
+            msg = (f"{args.dataset}: the files are not under {raw.parent} and the "
+                   f"download failed ({msg}); put {raw.name} there or pass --data-root")
         raise DataError(msg) from None
     except ValueError as e:  # an unknown name, or a split the dataset does not have
         raise (unknown() or ConfigError(f"--split {args.split}: {e}")) from None
@@ -259,7 +256,7 @@ def run_train(args, executor=None) -> int:
     cfg = prepare_train(args)
     if cfg is None:
         return 0
-    dataset = _check_dataset(args, cfg)
+    dataset = check_dataset(args, cfg)
     out = run_many(cfg["model"], dataset, cfg, runs=args.runs, seed=args.seed, split=args.split,
                    split_seed=cfg.get("split_seed"), data_root=args.data_root, epochs=cfg.get("epochs"),
                    checkpoint=args.checkpoint, resume=args.resume,

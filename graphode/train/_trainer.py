@@ -188,7 +188,7 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> floa
     return float((logits[mask].argmax(-1) == y[mask]).sum()) / n
 
 
-def _model_stat(model, name: str) -> Optional[float]:
+def model_stat(model, name: str) -> Optional[float]:
     v = getattr(model, name, None)
     if v is None:
         stats = getattr(model, "last_stats", None)
@@ -280,7 +280,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         logits = model(ds.x)
-        nfe = _model_stat(model, "nfe")
+        nfe = model_stat(model, "nfe")
         loss = self.train_loss(logits)
         reg_fn = getattr(model, "regularization_loss", None)
         reg = reg_fn() if callable(reg_fn) else None
@@ -295,7 +295,7 @@ class Trainer:
             logs["reg_loss"] = float(reg.detach())
         if nfe is not None:
             logs["nfe"] = nfe
-        nfe_b = _model_stat(model, "nfe_backward")
+        nfe_b = model_stat(model, "nfe_backward")
         if nfe_b is not None:
             logs["nfe_backward"] = nfe_b
         return logs
@@ -308,16 +308,22 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> Dict[str, float]:
-        """Train / validation / test accuracy of the model in eval mode."""
-        model, ds = self.model, self.dataset
-        model.eval()
+        """Train / validation / test accuracy of the model in eval mode (:meth:`eval_metrics`)
+        and the time it took."""
+        self.model.eval()
         t0 = time.perf_counter()
-        logits = model(ds.x)
+        out = self.eval_metrics(self.model(self.dataset.x))
+        out["eval_time_s"] = time.perf_counter() - t0
+        return out
+
+    def eval_metrics(self, logits: torch.Tensor) -> Dict[str, float]:
+        """``train_acc``, ``val_acc``, ``test_acc`` and (with validation nodes) the mean
+        ``val_loss`` of eval-mode ``logits`` (a distributed trainer reduces them over ranks)."""
+        ds = self.dataset
         out = {
             "train_acc": _accuracy(logits, ds.y, ds.train_mask),
             "val_acc": _accuracy(logits, ds.y, ds.val_mask),
             "test_acc": _accuracy(logits, ds.y, ds.test_mask),
-            "eval_time_s": time.perf_counter() - t0,
         }
         vl = ds.val_mask
         if int(vl.sum()):
@@ -339,7 +345,7 @@ class Trainer:
             "finished": self.finished,
             "stop_training": self.stop_training,
             "seed": self.seed,
-            "config": _plain(self.config),
+            "config": plain_values(self.config),
             "meta": self._meta(),
         }
 
@@ -368,7 +374,7 @@ class Trainer:
             theirs = state.get("config") or {}
             diff = [f"{k}={theirs.get(k)!r} there, {self.config.get(k)!r} here" for k in sorted(set(theirs) | set(self.config))
                     if k not in DEFAULT_TRAIN_CONFIG and k not in ("dataset", "split")
-                    and _plain(theirs.get(k)) != _plain(self.config.get(k))]
+                    and plain_values(theirs.get(k)) != plain_values(self.config.get(k))]
             why = f"the configs differ: {'; '.join(diff[:4])}" if diff else (text[:300] + ("..." if len(text) > 300 else ""))
             raise CheckpointError(f"{where} does not fit this model ({why})") from None
         cbs = state.get("callbacks") or []
@@ -500,12 +506,12 @@ class Trainer:
         }
 
 
-def _plain(obj):
+def plain_values(obj):
     """A copy of a config with only plain python values (for checkpoints / JSON)."""
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain_values(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain_values(v) for v in obj]
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     if isinstance(obj, torch.device):
@@ -695,4 +701,4 @@ def run_many(
         collect([f for f in pending if f.done()])  # a serial executor's run ended already
     for f in concurrent.futures.as_completed(list(pending)):  # the others, as they end
         collect([f])
-    return {"runs": results, **summarize(results), "config": _plain(config)}
+    return {"runs": results, **summarize(results), "config": plain_values(config)}
