@@ -51,11 +51,15 @@ def _ident(v):
 
 
 # --------------------------------------------------------------------- kernels
-def _cg(matvec, b, x0, tol, maxiter, M):
-    M = M or _ident
+def _start(matvec, b, x0, M):
+    """``(M, x, r, ||r||)`` of a solve from ``x0`` (zero when None): a fresh ``x`` and residual."""
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - matvec(x) if x0 is not None else b.clone()
-    rn = _norm(r)
+    return M or _ident, x, r, _norm(r)
+
+
+def _cg(matvec, b, x0, tol, maxiter, M):
+    M, x, r, rn = _start(matvec, b, x0, M)
     if rn <= tol:
         return x, SolveInfo(0, rn, True)
     z = M(r)
@@ -82,10 +86,7 @@ def _cg(matvec, b, x0, tol, maxiter, M):
 
 
 def _bicgstab(matvec, b, x0, tol, maxiter, M):
-    M = M or _ident
-    x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - matvec(x) if x0 is not None else b.clone()
-    rn = _norm(r)
+    M, x, r, rn = _start(matvec, b, x0, M)
     if rn <= tol:
         return x, SolveInfo(0, rn, True)
     rhat = r.clone()
@@ -133,13 +134,10 @@ def _bicgstab(matvec, b, x0, tol, maxiter, M):
 
 def _gmres(matvec, b, x0, tol, maxiter, M, restart):
     """Restarted GMRES(m), right-preconditioned, CGS2 Arnoldi + Givens rotations."""
-    M = M or _ident
+    M, x, r, beta = _start(matvec, b, x0, M)
     shape = b.shape
     n = b.numel()
     m = max(1, min(int(restart), n))
-    x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - matvec(x) if x0 is not None else b.clone()
-    beta = _norm(r)
     if beta <= tol:
         return x, SolveInfo(0, beta, True)
     V = torch.empty((m + 1, n), dtype=b.dtype, device=b.device)

@@ -20,9 +20,11 @@ Importing this package does not import Ray; the functions that need it raise
 """
 from __future__ import annotations
 
+from . import _space
 from ._cli import add_sweep_args, main, run_sweep
 from ._ray import INSTALL_HINT, RayExecutor, ensure_ray, require_ray, run_many_ray
-from ._space import DISTRIBUTIONS, Dist, load_space, packaged_spaces, parse_space, resolve_space_path, to_tune
+from ._space import (DISTRIBUTIONS, Dist, load_space, packaged_spaces, parse_space, resolve_space_path, space_keys,
+                     to_tune)
 from ._tune import TuneReporter, default_space_for, sweep
 
 __all__ = [
@@ -34,14 +36,8 @@ __all__ = [
     "require_ray",
     "ensure_ray",
     "INSTALL_HINT",
-    "DISTRIBUTIONS",
-    "Dist",
-    "load_space",
-    "parse_space",
-    "resolve_space_path",
-    "packaged_spaces",
-    "to_tune",
     "default_space_for",
     "TuneReporter",
     "main",
+    *_space.__all__,  # the search spaces: DISTRIBUTIONS, Dist, load_space, parse_space, to_tune, ...
 ]

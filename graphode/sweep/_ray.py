@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional
 
 __all__ = ["INSTALL_HINT", "require_ray", "ensure_ray", "RayExecutor", "run_many_ray"]
 
@@ -126,12 +126,7 @@ class RayExecutor(concurrent.futures.Executor):
 
 
 def run_many_ray(
-    model_name: str,
-    dataset: Union[str, Any],
-    config: Optional[Dict[str, Any]] = None,
-    runs: int = 10,
-    seed: int = 0,
-    *,
+    *args: Any,
     address: Optional[str] = None,
     cpus_per_run: float = 1,
     gpus_per_run: float = 0,
@@ -140,12 +135,12 @@ def run_many_ray(
     progress: bool = False,
     **kwargs: Any,
 ) -> Dict[str, Any]:
-    """:func:`graphode.train.run_many` on a :class:`RayExecutor` (same arguments, same
-    results seed by seed; ``on_run_end`` is called as runs end, in completion order).
+    """:func:`graphode.train.run_many` (``args``, ``kwargs``: its arguments) on a
+    :class:`RayExecutor` made from the keyword arguments named here (same results seed by seed; ``on_run_end`` is called as runs end, in completion order).
     ``progress`` is off by default: bars drawn in Ray's workers reach this terminal
     through Ray's log forwarding, interleaved."""
     from ..train import run_many
 
     with RayExecutor(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, num_cpus=num_cpus,
                      ship_code=ship_code) as executor:
-        return run_many(model_name, dataset, config, runs, seed, progress=progress, executor=executor, **kwargs)
+        return run_many(*args, progress=progress, executor=executor, **kwargs)

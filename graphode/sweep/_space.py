@@ -68,6 +68,9 @@ DISTRIBUTIONS: Dict[str, Tuple[Optional[int], bool]] = {
     "grid": (None, False),
 }
 
+# kind -> its ray.tune function where the names differ (the others are tune.<kind>)
+_TUNE_NAMES = {"grid": "grid_search"}
+
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -216,29 +219,6 @@ def to_tune(space: Dict[str, Any]) -> Dict[str, Any]:
         if not isinstance(v, Dist):
             out[key] = v
             continue
-        a = v.args
-        if v.kind == "uniform":
-            out[key] = tune.uniform(a[0], a[1])
-        elif v.kind == "quniform":
-            out[key] = tune.quniform(a[0], a[1], a[2])
-        elif v.kind == "loguniform":
-            out[key] = tune.loguniform(a[0], a[1])
-        elif v.kind == "qloguniform":
-            out[key] = tune.qloguniform(a[0], a[1], a[2])
-        elif v.kind == "randn":
-            out[key] = tune.randn(a[0], a[1])
-        elif v.kind == "qrandn":
-            out[key] = tune.qrandn(a[0], a[1], a[2])
-        elif v.kind == "randint":
-            out[key] = tune.randint(a[0], a[1])
-        elif v.kind == "qrandint":
-            out[key] = tune.qrandint(a[0], a[1], a[2])
-        elif v.kind == "lograndint":
-            out[key] = tune.lograndint(a[0], a[1])
-        elif v.kind == "choice":
-            out[key] = tune.choice(list(a))
-        elif v.kind == "grid":
-            out[key] = tune.grid_search(list(a))
-        else:  # pragma: no cover - parse_space rejects unknown kinds
-            raise ValueError(v.kind)
+        tune_fn = getattr(tune, _TUNE_NAMES.get(v.kind, v.kind))
+        out[key] = tune_fn(list(v.args)) if DISTRIBUTIONS[v.kind][0] is None else tune_fn(*v.args)
     return out
