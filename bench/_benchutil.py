@@ -121,6 +121,36 @@ def benchmarking(benchmark) -> bool:
     return benchmark is not None and not getattr(benchmark, "disabled", False)
 
 
+def mode_runner(fn: Callable, inputs: Sequence[torch.Tensor], cot: torch.Tensor, mode: str):
+    """``(run, prepare)`` of one op call ``fn(*inputs)`` in ``mode``: ``fwd`` (under
+    ``no_grad``), ``full`` (forward + gradients of all ``inputs`` for the cotangent ``cot``)
+    or ``bwd`` (``prepare()`` runs the forward outside the timing, ``run()`` only the
+    backward, ``retain_graph=True``).  ``run()`` returns the outputs (forward output and/or
+    gradients in input order); ``prepare`` is None outside ``bwd``."""
+    if mode == "fwd":
+        def run():
+            with torch.no_grad():
+                return (fn(*inputs),)
+
+        return run, None
+    args = [t.detach().requires_grad_(True) for t in inputs]
+    if mode == "full":
+        def run():
+            y = fn(*args)
+            return (y.detach(), *torch.autograd.grad(y, args, cot))
+
+        return run, None
+    state = {}
+
+    def prepare():
+        state["y"] = fn(*args)
+
+    def run():
+        return torch.autograd.grad(state["y"], args, cot, retain_graph=True)
+
+    return run, prepare
+
+
 def measure(benchmark, run: Callable[[], object], rounds: int) -> Optional[Dict[str, Any]]:
     """The suite's one timing rule, the same for graphode and every peer: the caller has
     already run ``run()`` once (its correctness check, which is also the warm-up); then

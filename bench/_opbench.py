@@ -1,5 +1,11 @@
 """Shared machinery of the per-op CPU benchmarks (``test_bench_spmm.py``,
-``test_bench_edge_attention.py``, ``test_bench_attention_diffusion.py``).
+``test_bench_edge_attention.py``, ``test_bench_attention_diffusion.py``: each is
+``REPORT, test_bench = bench_test(op)``).
+
+Graphs (``graphode.power_law_graph``, self loops): Cora-sized (2,708 nodes),
+PubMed-sized (19,717 nodes) and 100k nodes / ~1M edges; H = 4, D = 16, F = 64,
+float32, ``GRAPHODE_BENCH_OP_THREADS`` threads (default 2).  Results:
+``bench/results/<op>.json``, rendered by ``bench/report.py``.
 
 Each case is (graph size, op, provider, mode).  Providers: ``graphode``
 (``graphode.ops.<op>(..., backend="cpu")``, the public API) and the peers of
@@ -99,31 +105,7 @@ def make_case(size, op, provider, mode):
     runs the forward first (outside the timing) and ``run`` only the backward."""
     fn, names = peers.make_op(op, provider, get_graph(size), SCALE, backend="cpu")
     t = get_inputs(size)
-    cot = cotangent(op, t)
-    if mode == "fwd":
-        args = [t[n] for n in names]
-
-        def run():
-            with torch.no_grad():
-                return (fn(*args),)
-
-        return run, None
-    args = [t[n].detach().requires_grad_(True) for n in names]
-    if mode == "full":
-        def run():
-            y = fn(*args)
-            return (y.detach(), *torch.autograd.grad(y, args, cot))
-
-        return run, None
-    state = {}
-
-    def prepare():
-        state["y"] = fn(*args)
-
-    def run():
-        return torch.autograd.grad(state["y"], args, cot, retain_graph=True)
-
-    return run, prepare
+    return bu.mode_runner(fn, [t[n] for n in names], cotangent(op, t), mode)
 
 
 def truth(size, op):
@@ -185,6 +167,21 @@ def cases(op):
 def case_id(case):
     size, p, mode = case
     return f"{size}-{mode}-{p}"
+
+
+def bench_test(op):
+    """``(REPORT, test_bench)`` of a per-op bench file: the report its rows go to
+    (``bench/results/<op>.json``) and the benchmark parametrised over every case of ``op``."""
+    all_cases = cases(op)
+    report = bu.Report(op, f"{op} (CPU): graphode vs its peers",
+                       command=f"python -m pytest bench/test_bench_{op}.py --benchmark-only",
+                       sizes=SIZES, rounds=ROUNDS, H=H, D=D, F=F)
+
+    @pytest.mark.parametrize("size,provider,mode", all_cases, ids=[case_id(c) for c in all_cases])
+    def test_bench(benchmark, size, provider, mode):
+        run_case(benchmark, report, size, op, provider, mode)
+
+    return report, test_bench
 
 
 def run_case(benchmark, report, size, op, provider, mode):

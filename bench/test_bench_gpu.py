@@ -100,30 +100,7 @@ def _case(d, provider, op, mode):
     else:
         fn, names = peers.make_op(op, provider, d["g"], SCALE)
     cot = d["ga"] if op == "edge_attention" else d["gy"]
-    if mode == "fwd":
-        args = [d[n] for n in names]
-
-        def run():
-            with torch.no_grad():
-                return (fn(*args),)
-
-        return run, None
-    args = [d[n].clone().requires_grad_(True) for n in names]
-    if mode == "full":
-        def run():
-            y = fn(*args)
-            return (y.detach(), *torch.autograd.grad(y, args, cot))
-
-        return run, None
-    state = {}
-
-    def prepare():
-        state["y"] = fn(*args)
-
-    def run():
-        return torch.autograd.grad(state["y"], args, cot, retain_graph=True)
-
-    return run, prepare
+    return bu.mode_runner(fn, [d[n] for n in names], cot, mode)
 
 
 _truth: dict = {}
