@@ -233,6 +233,21 @@ def select_jobs(jobs: List[Dict[str, Any]], args) -> List[Dict[str, Any]]:
     return mine[::-1] if getattr(args, "reverse", False) else mine
 
 
+def method_rows(agg, methods, cells, key, paper, paper_cells) -> List[List[str]]:
+    """The rows of a method-by-cell table: for every method of ``methods`` with a result, its
+    measured cells (``agg[key(cell, method)]``, see :func:`aggregate`), then the paper's numbers
+    (``paper[method][paper_cells.index(cell)]``, "—" for a cell the paper has not)."""
+    rows = []
+    for m in methods:
+        if not any(key(c, m) in agg for c in cells):
+            continue
+        rows.append([m] + [fmt(agg.get(key(c, m))) for c in cells])
+        if m in paper:
+            rows.append(["  paper"] + [f"{paper[m][paper_cells.index(c)]:.1f}" if c in paper_cells else "—"
+                                       for c in cells])
+    return rows
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -248,6 +263,39 @@ def ours_config(**over) -> Dict[str, Any]:
            "rewiring_alpha": 1.0}
     cfg.update(over)
     return cfg
+
+
+#: Model configs of the methods the tables compare, by their name in the tables.
+METHODS = {
+    "Vanilla GCN": {"model": "gcn", "init": "glorot"},
+    "GCN": {"model": "gcn", "init": "glorot"},  # Table 6's name of the vanilla GCN
+    # the PyG-layer baselines (graphode.models.baselines), by table name -> model name
+    **{name: {"model": model} for name, model in (
+        ("Residual", "gcn-residual"), ("Initial", "gcn-initial"), ("Jumping", "gcn-jumping"), ("Dense", "gcn-dense"),
+        ("BatchNorm", "gcn-batchnorm"), ("PairNorm", "gcn-pairnorm"), ("DropEdge", "gcn-dropedge"), ("GAT", "gat"),
+        ("JKNet", "jknet"), ("SGC", "sgc"), ("GCNII", "gcnii"), ("APPNP", "appnp"))},
+    "Ours (init + rewiring)": ours_config(),
+    "Ours, DE rule (code)": ours_config(rewiring="dirichlet_energy"),
+}
+
+
+def methods(*names: str) -> Dict[str, Dict[str, Any]]:
+    """``{name: model config}`` of the methods ``names`` (from :data:`METHODS`), in that order."""
+    return {n: dict(METHODS[n]) for n in names}
+
+
+PAPER_FILE = os.path.join(HERE, "gcn_paper.yaml")
+
+
+def paper(table: str) -> Dict[Any, List[float]]:
+    """The paper's numbers of ``table`` (``"table2"``, ...) from ``gcn_paper.yaml``:
+    ``{row key: [test accuracy %, one per column]}`` (a list key becomes a tuple)."""
+    import yaml
+
+    with open(PAPER_FILE) as f:
+        rows = yaml.safe_load(f)[table]["rows"]
+    return {tuple(r["key"]) if isinstance(r["key"], list) else r["key"]: [float(x) for x in r["numbers"]]
+            for r in rows}
 
 
 def register_baselines() -> None:

@@ -10,15 +10,10 @@ grid can be split over processes with ``--part i --nparts n``.
 """
 from __future__ import annotations
 
-from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, read_jsonl, run_grid,
+from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, paper, read_jsonl, run_grid,
                         select_jobs, setup_threads)
 
-PAPER = {  # test accuracy (%) from the paper's Table 2, layers 2..12
-    ("cora", "glorot"): [81.1, 81.9, 80.4, 79.9, 77.5, 77.1, 69.5, 28.2, 27.4, 30.1, 25.4],
-    ("cora", "isometric"): [83.0, 83.4, 80.6, 80.0, 81.2, 80.6, 80.4, 79.9, 80.1, 79.2, 78.5],
-    ("citeseer", "glorot"): [71.4, 67.6, 64.6, 63.7, 63.9, 24.1, 20.8, 22.3, 23.2, 22.9, 21.6],
-    ("citeseer", "isometric"): [71.7, 78.2, 68.3, 66.1, 66.2, 63.3, 62.8, 63.2, 62.9, 59.8, 61.9],
-}
+PAPER = paper("table2")  # experiments/gcn_paper.yaml
 KEYS = ("dataset", "layers", "init", "seed", "patience", "epochs_cfg")
 
 

@@ -9,32 +9,12 @@ Every method uses the paper's training settings (Adam, lr 0.005, weight decay
 """
 from __future__ import annotations
 
-from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
+from gcn_common import (aggregate, base_parser, data_root, markdown_table, method_rows, methods, paper, read_jsonl,
                         register_baselines, run_grid, select_jobs, setup_threads)
 
-METHODS = {  # name in the table -> model config
-    "Vanilla GCN": {"model": "gcn", "init": "glorot"},
-    "Residual": {"model": "gcn-residual"},
-    "Initial": {"model": "gcn-initial"},
-    "Jumping": {"model": "gcn-jumping"},
-    "Dense": {"model": "gcn-dense"},
-    "BatchNorm": {"model": "gcn-batchnorm"},
-    "PairNorm": {"model": "gcn-pairnorm"},
-    "DropEdge": {"model": "gcn-dropedge"},
-    "Ours (init + rewiring)": ours_config(),
-    "Ours, DE rule (code)": ours_config(rewiring="dirichlet_energy"),
-}
-PAPER = {  # Cora 2/16/32, CiteSeer 2/16/32 (test accuracy %, Table 3)
-    "Vanilla GCN": [81.10, 21.49, 21.22, 71.46, 19.59, 20.29],
-    "Residual": [74.73, 20.05, 19.57, 66.83, 20.77, 20.90],
-    "Initial": [79.00, 78.61, 78.74, 70.15, 68.41, 68.36],
-    "Jumping": [80.98, 76.04, 75.57, 69.33, 58.38, 55.03],
-    "Dense": [77.86, 69.61, 67.26, 66.18, 49.33, 41.48],
-    "BatchNorm": [69.91, 61.20, 29.05, 46.27, 26.25, 21.82],
-    "PairNorm": [74.43, 55.75, 17.67, 63.26, 27.45, 20.67],
-    "DropEdge": [79.16, 28.00, 27.87, 70.26, 22.92, 22.92],
-    "Ours (init + rewiring)": [82.79, 80.19, 80.01, 71.06, 68.54, 68.49],
-}
+METHODS = methods("Vanilla GCN", "Residual", "Initial", "Jumping", "Dense", "BatchNorm", "PairNorm", "DropEdge",
+                  "Ours (init + rewiring)", "Ours, DE rule (code)")
+PAPER = paper("table3")  # experiments/gcn_paper.yaml
 KEYS = ("dataset", "layers", "method", "seed", "patience", "epochs_cfg")
 
 
@@ -58,14 +38,7 @@ def summary(records, epochs, patience, datasets, layers) -> str:
     cols = [(d, L) for d in datasets for L in layers]
     header = ["method"] + [f"{d} {L}" for d, L in cols]
     paper_cols = [(d, L) for d in ("cora", "citeseer") for L in (2, 16, 32)]
-    rows = []
-    for m in METHODS:
-        if not any((d, L, m) in agg for d, L in cols):
-            continue
-        rows.append([m] + [fmt(agg.get((d, L, m))) for d, L in cols])
-        if m in PAPER:
-            rows.append(["  paper"] + [f"{PAPER[m][paper_cols.index(c)]:.1f}" if c in paper_cols else "—"
-                                       for c in cols])
+    rows = method_rows(agg, METHODS, cols, lambda c, m: (*c, m), PAPER, paper_cols)
     ns = sorted({v[2] for v in agg.values()})
     return f"({epochs} epochs max, early stop patience {patience}, seeds per cell: {'/'.join(map(str, ns))})\n\n" + markdown_table(header, rows)
 

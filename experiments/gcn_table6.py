@@ -10,29 +10,12 @@ normalised features as loaded.
 """
 from __future__ import annotations
 
-from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, ours_config, read_jsonl,
+from gcn_common import (aggregate, base_parser, data_root, markdown_table, method_rows, methods, paper, read_jsonl,
                         register_baselines, run_grid, select_jobs, setup_threads)
 
-METHODS = {
-    "GCN": {"model": "gcn", "init": "glorot"},
-    "GAT": {"model": "gat"},
-    "SGC": {"model": "sgc"},
-    "GCNII": {"model": "gcnii"},
-    "JKNet": {"model": "jknet"},
-    "APPNP": {"model": "appnp"},
-    "Ours (init + rewiring)": ours_config(),
-    "Ours, DE rule (code)": ours_config(rewiring="dirichlet_energy"),
-}
+METHODS = methods("GCN", "GAT", "SGC", "GCNII", "JKNet", "APPNP", "Ours (init + rewiring)", "Ours, DE rule (code)")
 DATASETS = ["texas", "wisconsin", "cornell", "actor"]
-PAPER = {  # Table 6, 32 layers: Texas, Wisconsin, Cornell, Actor
-    "GCN": [60.12, 52.94, 54.05, 25.46],
-    "GAT": [11.54, 14.01, 19.78, 6.42],
-    "SGC": [56.41, 51.29, 58.57, 26.17],
-    "GCNII": [69.19, 70.31, 74.16, 34.28],
-    "JKNet": [61.08, 52.76, 57.30, 28.80],
-    "APPNP": [60.68, 54.24, 58.43, 28.65],
-    "Ours (init + rewiring)": [64.28, 59.19, 58.51, 30.95],
-}
+PAPER = paper("table6")  # experiments/gcn_paper.yaml
 KEYS = ("dataset", "layers", "method", "split", "seed", "patience", "epochs_cfg")
 
 
@@ -54,14 +37,7 @@ def main(argv=None):
 def summary(records, epochs, patience, datasets, layers) -> str:
     agg = aggregate([r for r in records if r.get("layers") == layers], ("dataset", "method"), epochs, patience)
     header = ["method"] + datasets
-    rows = []
-    for m in METHODS:
-        if not any((d, m) in agg for d in datasets):
-            continue
-        rows.append([m] + [fmt(agg.get((d, m))) for d in datasets])
-        if m in PAPER:
-            rows.append(["  paper"] + [f"{PAPER[m][DATASETS.index(d)]:.1f}" if d in DATASETS else "—"
-                                       for d in datasets])
+    rows = method_rows(agg, METHODS, datasets, lambda d, m: (d, m), PAPER, DATASETS)
     ns = sorted({v[2] for v in agg.values()})
     return (f"({layers} layers, {epochs} epochs max, early stop patience {patience}, splits per cell: {'/'.join(map(str, ns))})\n\n"
             + markdown_table(header, rows))
