@@ -320,39 +320,32 @@ build_gcn_pairnorm = _tricks("gcn-pairnorm", norm="pair")
 build_gcn_dropedge = _tricks("gcn-dropedge")  # DropEdge; its drop_edge default is 0.3
 
 
-def build_gcnii(dataset, config: Dict[str, Any]) -> GCNII:
-    """GCNII; keys ``alpha``, ``theta``, ``layers``, ``hidden``, ``dropout``."""
-    c = _cfg(config, "gcnii")
-    i, h, o, L, ei = _common(dataset, c)
-    return GCNII(i, h, o, L, ei, alpha=float(c["alpha"]), theta=float(c["theta"]), dropout=float(c["dropout"]))
+def _builder(cls, model: str, doc: str, hidden: bool = True, **args):
+    """The builder of ``model``: ``cls(in, [hidden,] out, layers, edge_index, **kw)`` where
+    ``args`` maps each keyword of ``cls`` to ``(config key, type)``."""
+
+    def build(dataset, config: Dict[str, Any]):
+        c = _cfg(config, model)
+        i, h, o, L, ei = _common(dataset, c)
+        return cls(*((i, h, o, L, ei) if hidden else (i, o, L, ei)),
+                   **{arg: typ(c[key]) for arg, (key, typ) in args.items()})
+
+    build.__name__ = build.__qualname__ = "build_" + model
+    build.__doc__ = doc
+    return build
 
 
-def build_appnp(dataset, config: Dict[str, Any]) -> APPNPNet:
-    """APPNP; ``layers`` = propagation steps K, ``alpha``, ``hidden``, ``dropout``."""
-    c = _cfg(config, "appnp")
-    i, h, o, L, ei = _common(dataset, c)
-    return APPNPNet(i, h, o, L, ei, alpha=float(c["alpha"]), dropout=float(c["dropout"]))
-
-
-def build_sgc(dataset, config: Dict[str, Any]) -> SGC:
-    """SGC; ``layers`` = K, ``sgc_dropout`` (0.0: SGC has none)."""
-    c = _cfg(config, "sgc")
-    i, _, o, L, ei = _common(dataset, c)
-    return SGC(i, o, L, ei, dropout=float(c["sgc_dropout"]))
-
-
-def build_jknet(dataset, config: Dict[str, Any]) -> JKNet:
-    """JKNet; ``jk_mode`` (``cat``), ``layers``, ``hidden``, ``dropout``."""
-    c = _cfg(config, "jknet")
-    i, h, o, L, ei = _common(dataset, c)
-    return JKNet(i, h, o, L, ei, mode=str(c["jk_mode"]), dropout=float(c["dropout"]))
-
-
-def build_gat(dataset, config: Dict[str, Any]) -> GAT:
-    """GAT; ``heads``, ``layers``, ``hidden`` (total over heads), ``dropout``."""
-    c = _cfg(config, "gat")
-    i, h, o, L, ei = _common(dataset, c)
-    return GAT(i, h, o, L, ei, heads=int(c["heads"]), dropout=float(c["dropout"]))
+build_gcnii = _builder(GCNII, "gcnii", "GCNII; keys ``alpha``, ``theta``, ``layers``, ``hidden``, ``dropout``.",
+                       alpha=("alpha", float), theta=("theta", float), dropout=("dropout", float))
+build_appnp = _builder(APPNPNet, "appnp",
+                       "APPNP; ``layers`` = propagation steps K, ``alpha``, ``hidden``, ``dropout``.",
+                       alpha=("alpha", float), dropout=("dropout", float))
+build_sgc = _builder(SGC, "sgc", "SGC; ``layers`` = K, ``sgc_dropout`` (0.0: SGC has none).", hidden=False,
+                     dropout=("sgc_dropout", float))
+build_jknet = _builder(JKNet, "jknet", "JKNet; ``jk_mode`` (``cat``), ``layers``, ``hidden``, ``dropout``.",
+                       mode=("jk_mode", str), dropout=("dropout", float))
+build_gat = _builder(GAT, "gat", "GAT; ``heads``, ``layers``, ``hidden`` (total over heads), ``dropout``.",
+                     heads=("heads", int), dropout=("dropout", float))
 
 
 #: name -> "module:function" entries for :data:`graphode.models.MODELS`.
