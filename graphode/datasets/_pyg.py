@@ -21,7 +21,7 @@ from ._base import NodeDataset, row_normalize
 from ._root import PathLike, canonical, resolve_root
 from ._splits import GRAND_SPLIT_SEED, Seeds, coalesce_edges, lcc_dataset, symmetrize_edges
 
-__all__ = ["load_pyg", "PYG_NAMES", "raw_file"]
+__all__ = ["load_pyg", "PYG_NAMES", "raw_file_path"]
 
 #: canonical name -> (torch_geometric.datasets class, its ``name`` argument, raw file)
 _PYG = {
@@ -63,7 +63,7 @@ def _safe_cache(processed: Path):
         ) from None
 
 
-def raw_file(name: str, root: Optional[PathLike] = None) -> Optional[Path]:
+def raw_file_path(name: str, root: Optional[PathLike] = None) -> Optional[Path]:
     """Where :func:`load_pyg` looks for the raw file of the PyG dataset ``name`` (and where
     PyG downloads it); None for ogbn-arxiv and for names that are not PyG datasets."""
     try:

@@ -170,10 +170,10 @@ def check_dataset(args, cfg):
     except DataError:
         raise
     except OSError as e:  # missing files (FileNotFoundError), or a failed download
-        from ..datasets._pyg import raw_file
+        from ..datasets._pyg import raw_file_path
 
         msg = " ".join(str(e).split())
-        raw = raw_file(args.dataset, args.data_root)
+        raw = raw_file_path(args.dataset, args.data_root)
         if raw is not None and not isinstance(e, FileNotFoundError):
             msg = (f"{args.dataset}: the files are not under {raw.parent} and the "
                    f"download failed ({msg}); put {raw.name} there or pass --data-root")
