@@ -19,6 +19,8 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from ._tableaux import polyval
+
 __all__ = ["quartic_stage_weights", "hermite_cubic", "linear", "combine"]
 
 
@@ -57,20 +59,13 @@ def _quartic_basis() -> Tuple[Tuple[float, ...], ...]:
 _QUARTIC = _quartic_basis()
 
 
-def _poly(coefs: Sequence[float], x: float) -> float:
-    acc = 0.0
-    for c in reversed(coefs):
-        acc = acc * x + c
-    return acc
-
-
 def quartic_stage_weights(theta: float, b: Sequence[float], b_mid: Sequence[float]) -> List[float]:
     """Weights ``b_i(θ)`` with ``y(t0 + θh) = y0 + h Σ_i b_i(θ) k_i``.
 
     Uses ``f0 = k_0`` and ``f1 = k_{s-1}`` (the last stage, evaluated at the
     end of the step).
     """
-    w_y0, w_f0, w_y1, w_f1, w_mid = (_poly(c, theta) for c in _QUARTIC)
+    w_y0, w_f0, w_y1, w_f1, w_mid = (polyval(c, theta) for c in _QUARTIC)
     # w_y0 + w_y1 + w_mid == 1, so y0's total weight is exactly 1.
     out = [w_y1 * bi + w_mid * mi for bi, mi in zip(b, b_mid)]
     out[0] += w_f0

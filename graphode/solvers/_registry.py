@@ -65,7 +65,7 @@ def register_method(name: str, factory: Optional[Callable] = None, *, tableau: O
     return spec
 
 
-for _name in ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3",
+for _name in ("dopri8", "dopri5", "tsit5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3",
               "rk4"):
     register_method(_name, tableau=TABLEAUX[_name])
 

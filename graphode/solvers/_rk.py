@@ -21,7 +21,7 @@ import torch
 from ._dynamics import Dynamics
 from ._fixed import FixedGridSolver
 from ._interp import combine, hermite_cubic, quartic_stage_weights
-from ._tableaux import ButcherTableau
+from ._tableaux import ButcherTableau, polyval
 
 __all__ = ["RKPlan", "FixedRKSolver", "ExplicitRKStepper"]
 
@@ -29,7 +29,7 @@ __all__ = ["RKPlan", "FixedRKSolver", "ExplicitRKStepper"]
 class RKPlan:
     """Precomputed non-zero structure of a tableau, for the hot loop."""
 
-    __slots__ = ("tableau", "rows", "b", "e", "fsal", "reuse_last", "b_full", "b_mid", "stages")
+    __slots__ = ("tableau", "rows", "b", "e", "fsal", "reuse_last", "b_full", "b_mid", "dense", "stages")
 
     def __init__(self, tableau: ButcherTableau):
         self.tableau = tableau
@@ -45,6 +45,7 @@ class RKPlan:
         self.reuse_last = tableau.reuse_last_stage
         self.b_full = tableau.b
         self.b_mid = tableau.b_mid
+        self.dense = tableau.dense
         self.stages = tableau.stages
 
     def step(self, dyn: Dynamics, t0: float, dt: float, t1: float, y0, f0, h: float, perturb_end: bool):
@@ -102,7 +103,7 @@ class FixedRKSolver(FixedGridSolver):
 class ExplicitRKStepper:
     """An embedded explicit RK pair as a stepper of :class:`~._adaptive.AdaptiveSolver`.
 
-    Dense output: the tableau's continuous extension if it has one, else
+    Dense output: the tableau's continuous extension ``dense`` if it has one, else
     the quartic interpolant through the midpoint weights ``b_mid``, else
     cubic Hermite.
     """
@@ -135,6 +136,8 @@ class ExplicitRKStepper:
             return y0
         theta = (t - t0) / (t1 - t0)
         plan = self.plan
+        if plan.dense is not None:
+            return combine(y0, [(polyval(p, theta) * h, ki) for p, ki in zip(plan.dense, k)])
         if plan.b_mid is not None:
             w = quartic_stage_weights(theta, plan.b_full, plan.b_mid)
             return combine(y0, [(wi * h, ki) for wi, ki in zip(w, k)])
