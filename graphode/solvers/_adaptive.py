@@ -21,7 +21,10 @@ Stepper protocol (see :class:`~._rk.ExplicitRKStepper` and
 * ``next_f0(dyn, t1, y1, k) -> f1`` the derivative at the new point (FSAL
   methods reuse their last stage);
 * ``dense(dyn, last, t) -> y(t)`` inside the last accepted step
-  ``last = (t0, t1, y0, y1, k, h)``.
+  ``last = (t0, t1, y0, y1, k, h, f0)`` (without evaluating ``f``: event
+  location calls it on float64 copies of this data);
+* optionally ``set_tolerances(rtol, atol)`` (the controller's) and
+  ``accepted(bool)`` (told after each decision).
 
 Between two output times, steps are taken until the current time passes
 the output time (steps are not clipped to output times, as in
@@ -38,7 +41,7 @@ import torch
 from ._controller import CONTROLLER_OPTIONS, make_controller
 from ._dynamics import Dynamics
 from ._errors import MaxNumStepsError, NonFiniteError
-from ._event import bisect_event
+from ._event import bisect_event, upcast
 from ._problem import Problem
 
 __all__ = ["AdaptiveSolver"]
@@ -63,6 +66,9 @@ class AdaptiveSolver:
         self.first_step = None if first_step is None else abs(float(first_step))
         self.max_num_steps = int(max_num_steps)
         self.controller = make_controller(controller, controller_options, problem, norm, stepper.error_order)
+        if hasattr(stepper, "set_tolerances"):           # implicit steppers size their Newton tolerance by them
+            stepper.set_tolerances(self.controller.rtol, self.controller.atol)
+        self._tell = getattr(stepper, "accepted", None)
 
     # ------------------------------------------------------------------ setup
     def _begin(self):
@@ -80,7 +86,7 @@ class AdaptiveSolver:
         self.dt = dt
         with torch.no_grad():
             self.abs_y = y0.abs()
-        self.last = None  # (t0, t1, y0, y1, k, h) of the last accepted step
+        self.last = None  # (t0, t1, y0, y1, k, h, f0) of the last accepted step
         self._nonfinite = 0
 
     # ------------------------------------------------------------------- step
@@ -102,10 +108,12 @@ class AdaptiveSolver:
         accept, self.dt = ctrl.decide(dt, ratio)
         if accept and err is None:
             accept = False
+        if self._tell is not None:
+            self._tell(accept)
         stats = self.stats
         if accept:
             dyn.callback_accept(t0, y0, dt)
-            self.last = (t0, t1, y0, y1, k, h)
+            self.last = (t0, t1, y0, y1, k, h, f0)
             self.t = t1
             self.y = y1
             self.abs_y = a1
@@ -169,4 +177,6 @@ class AdaptiveSolver:
                 if bool(s != sign0):
                     break
         t0, t1 = self.last[0], self.last[1]
-        return bisect_event(self._dense, dyn, sign0, t0, t1, event_fn, event_tol)
+        hi = upcast(self.last)
+        interp_hi = lambda tt: self.stepper.dense(dyn, hi, tt)  # noqa: E731
+        return bisect_event(self._dense, dyn, sign0, t0, t1, event_fn, event_tol, interp_hi)

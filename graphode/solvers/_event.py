@@ -5,14 +5,33 @@ import math
 
 import torch
 
-__all__ = ["bisect_event", "EventGradient"]
+__all__ = ["bisect_event", "EventGradient", "upcast"]
 
 
-def bisect_event(interp, dyn, sign0, t0: float, t1: float, event_fn, tol: float):
+def upcast(x):
+    """``x`` with every floating tensor (also inside tuples/lists) in float64 (complex: complex128)."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            return x.to(torch.complex128)
+        return x.double() if x.is_floating_point() else x
+    if isinstance(x, (tuple, list)):
+        return type(x)(upcast(v) for v in x)
+    return x
+
+
+def bisect_event(interp, dyn, sign0, t0: float, t1: float, event_fn, tol: float, interp_hi=None):
     """Bisect ``[t0, t1]`` (internal time) for the sign change of ``event_fn``.
 
     ``interp(τ)`` evaluates the dense output; the number of halvings is
     ``ceil(log2((t1 - t0) / tol))``.  Returns ``(τ_event, y(τ_event))``.
+
+    With ``interp_hi`` (the same interpolant on float64 copies of the step's
+    data) the bisection evaluates the interpolant and the event function in
+    float64, when the state is in a lower precision: the event is then
+    located on the smooth interpolant, not on its float32 rounding, whose
+    steps are ``ulp(y) / |y'|`` wide in time.  If the event function does not
+    accept float64 input (e.g. it holds float32 weights), the state's dtype
+    is used.
     """
     tol = float(tol)
     width = t1 - t0
@@ -20,11 +39,23 @@ def bisect_event(interp, dyn, sign0, t0: float, t1: float, event_fn, tol: float)
         n = int(math.ceil(math.log(width / tol) / math.log(2.0)))
     else:
         n = 0
+    time, ev_interp = dyn.time, interp
+    if interp_hi is not None and dyn.dtype not in (torch.float64, torch.complex128):
+        def time(tau):
+            return torch.scalar_tensor(dyn.sign * tau, dtype=torch.float64, device=dyn.device)
+        try:
+            with torch.no_grad():
+                v = event_fn(time(0.5 * (t0 + t1)), interp_hi(0.5 * (t0 + t1)))
+            if not torch.is_tensor(v) or not torch.isfinite(v).all():
+                raise TypeError
+            ev_interp = interp_hi
+        except Exception:  # noqa: BLE001  (the event function cannot take float64: stay in the state's dtype)
+            time, ev_interp = dyn.time, interp
     with torch.no_grad():
         for _ in range(n):
             tm = 0.5 * (t0 + t1)
-            ym = interp(tm)
-            same = bool(torch.sign(event_fn(dyn.time(tm), ym)) == sign0)
+            ym = ev_interp(tm)
+            same = bool(torch.sign(event_fn(time(tm), ym)) == sign0)
             if same:
                 t0 = tm
             else:

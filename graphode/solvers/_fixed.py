@@ -21,7 +21,7 @@ import torch
 from ._dynamics import Dynamics
 from ._errors import SolverError
 from ._problem import Problem
-from ._event import bisect_event
+from ._event import bisect_event, upcast
 from ._interp import hermite_cubic, linear
 
 __all__ = ["FixedGridSolver"]
@@ -91,7 +91,7 @@ class FixedGridSolver:
         """Return ``(y1, f0)``; ``f0`` (user-time derivative at ``t0``) may be None."""
         raise NotImplementedError
 
-    def _interp(self, t0, y0, f0, t1, y1, t):
+    def _interp(self, t0, y0, f0, t1, y1, t, f1=None):
         if self.interp == "linear":
             return linear(t0, y0, t1, y1, t)
         if t == t0:
@@ -100,7 +100,8 @@ class FixedGridSolver:
             return y1
         if f0 is None:
             f0 = self.dyn(t0, y0)
-        f1 = self.dyn(t1, y1)
+        if f1 is None:
+            f1 = self.dyn(t1, y1)
         return hermite_cubic(t0, y0, f0, t1, y1, f1, t, self.sign)
 
     def integrate(self) -> List[torch.Tensor]:
@@ -152,8 +153,14 @@ class FixedGridSolver:
             with torch.no_grad():
                 sign1 = torch.sign(event_fn(dyn.time(t1), y1))
             if bool(sign1 != sign0):
-                ta, ya, fa, tb, yb = t0, y0, f0, t1, y1
-                interp = lambda tt: self._interp(ta, ya, fa, tb, yb, tt)  # noqa: E731
-                return bisect_event(interp, dyn, sign0, t0, t1, event_fn, event_tol)
+                ta, ya, tb, yb = t0, y0, t1, y1
+                fa = fb = None
+                if self.interp == "cubic":       # the end derivatives once, in the state's dtype
+                    fa = f0 if f0 is not None else dyn(t0, y0)
+                    fb = dyn(t1, y1)
+                interp = lambda tt: self._interp(ta, ya, fa, tb, yb, tt, fb)  # noqa: E731
+                hi = upcast((ya, fa, yb, fb))
+                interp_hi = lambda tt: self._interp(ta, hi[0], hi[1], tb, hi[2], tt, hi[3])  # noqa: E731
+                return bisect_event(interp, dyn, sign0, t0, t1, event_fn, event_tol, interp_hi)
             t0, y0 = t1, y1
         raise SolverError(f"Reached maximum number of iterations {_MAX_EVENT_STEPS} without an event.")

@@ -21,7 +21,7 @@ import torch
 
 from ._tableaux import polyval
 
-__all__ = ["quartic_stage_weights", "hermite_cubic", "linear", "combine"]
+__all__ = ["quartic_stage_weights", "hermite_cubic", "linear"]
 
 
 def _solve_exact(m: List[List[Fraction]], rhs: List[List[Fraction]]) -> List[List[Fraction]]:
@@ -73,32 +73,20 @@ def quartic_stage_weights(theta: float, b: Sequence[float], b_mid: Sequence[floa
     return out
 
 
-def combine(base: torch.Tensor, terms) -> torch.Tensor:
-    """``base + Σ alpha_j * x_j`` for ``terms = [(alpha_j, x_j)]`` (skipping zeros)."""
-    out = None
-    for alpha, x in terms:
-        if alpha == 0.0:
-            continue
-        if out is None:
-            out = torch.add(base, x, alpha=alpha)
-        else:
-            out.add_(x, alpha=alpha)
-    return base if out is None else out
-
-
 def hermite_cubic(t0: float, y0, f0, t1: float, y1, f1, t: float, sign: float = 1.0):
-    """Cubic Hermite interpolation; ``f0, f1`` are user-time derivatives, ``sign`` maps to internal time."""
+    """Cubic Hermite interpolation; ``f0, f1`` are user-time derivatives, ``sign`` maps to internal time.
+
+    Written as ``y0 + increment`` (the basis functions of ``y0`` and ``y1`` sum to one).
+    """
     h = t1 - t0
     x = (t - t0) / h
-    h00 = (1 + 2 * x) * (1 - x) ** 2
     h10 = x * (1 - x) ** 2
     h01 = x * x * (3 - 2 * x)
     h11 = x * x * (x - 1)
-    out = torch.mul(y0, h00)
-    out.add_(y1, alpha=h01)
-    out.add_(f0, alpha=h10 * h * sign)
-    out.add_(f1, alpha=h11 * h * sign)
-    return out
+    inc = torch.sub(y1, y0).mul_(h01)
+    inc.add_(f0, alpha=h10 * h * sign)
+    inc.add_(f1, alpha=h11 * h * sign)
+    return inc.add_(y0)
 
 
 def linear(t0: float, y0, t1: float, y1, t: float):

@@ -7,10 +7,10 @@ A step computes, for a tableau ``(c, a, b)`` and signed step ``h``,
     k_0 = f(t_0, y_0),\\quad k_i = f\\big(t_0 + c_i Δt,\\; y_0 + h Σ_{j<i} a_{ij} k_j\\big),\\quad
     y_1 = y_0 + h Σ_i b_i k_i,
 
-with each stage input built by one ``torch.add(..., alpha=)`` followed by
-in-place ``add_(..., alpha=)`` over the non-zero coefficients (coefficients
-are precomputed Python floats, so there is no per-step coefficient tensor
-and no device sync).  The adaptive stepper adds the error estimate
+with each stage input built by :func:`~._combine.combine` over the non-zero
+coefficients (increment first, then one add to ``y0``; coefficients are
+precomputed Python floats, so there is no per-step coefficient tensor and
+no device sync).  The adaptive stepper adds the error estimate
 ``h Σ e_i k_i`` (computed without autograd); the loop, the controller and
 the one host read of the error ratio per step are in :mod:`._adaptive`.
 """
@@ -20,7 +20,8 @@ import torch
 
 from ._dynamics import Dynamics
 from ._fixed import FixedGridSolver
-from ._interp import combine, hermite_cubic, quartic_stage_weights
+from ._combine import combine, lincomb
+from ._interp import hermite_cubic, quartic_stage_weights
 from ._tableaux import ButcherTableau, polyval
 
 __all__ = ["RKPlan", "FixedRKSolver", "ExplicitRKStepper"]
@@ -53,34 +54,18 @@ class RKPlan:
         k = [f0]
         yi = y0
         for c, nz, at_end in self.rows:
-            if nz:
-                j, a = nz[0]
-                yi = torch.add(y0, k[j], alpha=a * h)
-                for j, a in nz[1:]:
-                    yi.add_(k[j], alpha=a * h)
-            else:
-                yi = y0
+            yi = combine(y0, [(a * h, k[j]) for j, a in nz])
             if at_end:
                 k.append(dyn(t1, yi, -1 if perturb_end else 0))
             else:
                 k.append(dyn(t0 + c * dt, yi))
         if self.fsal:
             return yi, k
-        b = self.b
-        j, w = b[0]
-        y1 = torch.add(y0, k[j], alpha=w * h)
-        for j, w in b[1:]:
-            y1.add_(k[j], alpha=w * h)
-        return y1, k
+        return combine(y0, [(w * h, k[j]) for j, w in self.b]), k
 
     def error(self, k, h: float):
         """``h Σ e_i k_i`` (call under ``torch.no_grad()``)."""
-        e = self.e
-        j, w = e[0]
-        err = torch.mul(k[j], w * h)
-        for j, w in e[1:]:
-            err.add_(k[j], alpha=w * h)
-        return err
+        return lincomb([(w * h, k[j]) for j, w in self.e])
 
 
 # ---------------------------------------------------------------------- fixed
@@ -129,7 +114,7 @@ class ExplicitRKStepper:
         return dyn(t1, y1)
 
     def dense(self, dyn, last, t: float):
-        t0, t1, y0, y1, k, h = last
+        t0, t1, y0, y1, k, h, _ = last
         if t == t1:
             return y1
         if t == t0:
