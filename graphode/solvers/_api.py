@@ -9,6 +9,7 @@ import torch
 
 from ._dynamics import Dynamics, SolverStats, flat_to_shape, real_dtype
 from ._problem import Problem, handle_unused, prepare
+from ._batched import BATCHED_OPTIONS, solve_batched
 from ._event import EventGradient
 from ._registry import METHODS
 
@@ -137,6 +138,8 @@ def solve(func: Callable, y0: TensorOrTuple, t: torch.Tensor, *, rtol=1e-7, atol
     :class:`SolveResult` (``.ys``, ``.stats.nfe``, ``.stats.n_accepted``,
     ``.stats.n_rejected``, ``.stats.step_sizes``, ``.event_t``).
     """
+    if options is not None and options.get("batched"):
+        return _solve_batched(func, y0, t, rtol, atol, method, options, event_fn)
     p = prepare(func, y0, t, rtol, atol, method, options, event_fn, METHODS)
     t_grad = torch.is_grad_enabled() and p.t.requires_grad
     if t_grad:
@@ -145,6 +148,52 @@ def solve(func: Callable, y0: TensorOrTuple, t: torch.Tensor, *, rtol=1e-7, atol
     if t_grad and event_fn is None:
         ys = _OutputTimeGrad.apply(ys, p.t, p.fn)
     return SolveResult(ys=_finish(p, ys), t=t, stats=stats, event_t=event_t, method=p.method)
+
+
+def _solve_batched(func, y0, t, rtol, atol, method, options, event_fn) -> SolveResult:
+    """``options={"batched": True}``: every sample of ``y0[B, ...]`` solved on its own (see :mod:`._batched`)."""
+    method = "dopri5" if method is None else method
+    if method not in METHODS:
+        raise ValueError(f'Invalid method "{method}". Must be one of ' + "{" + ", ".join(f'"{m}"' for m in METHODS)
+                         + "}.")
+    tab = METHODS[method].tableau
+    if tab is None or tab.implicit or not tab.adaptive:
+        raise ValueError(f"options['batched'] needs an explicit adaptive Runge-Kutta method (e.g. dopri5, tsit5, "
+                         f"bosh3), not {method!r}")
+    if event_fn is not None:
+        raise ValueError("options['batched'] does not support event_fn")
+    if not isinstance(y0, torch.Tensor) or y0.dim() < 1:
+        raise TypeError("options['batched'] needs y0 as one tensor of shape [B, ...]")
+    if not torch.is_floating_point(y0):
+        raise TypeError(f"`y0` must be a floating point Tensor but has dtype {y0.dtype}")
+    if not isinstance(t, torch.Tensor) or not torch.is_floating_point(t):
+        raise TypeError("`t` must be a floating point Tensor")
+    B = y0.shape[0]
+    if t.dim() == 1:
+        t2 = t.unsqueeze(0).expand(B, -1)
+    elif t.dim() == 2 and t.shape[0] == B:
+        t2 = t
+    else:
+        raise ValueError(f"with options['batched'], `t` must have shape [T] or [B, T] = [{B}, T], got {tuple(t.shape)}")
+    if t2.shape[1] > 1:
+        d = t2[:, 1:] - t2[:, :-1]
+        if not (bool((d > 0).all()) or bool((d < 0).all())):
+            raise ValueError("each row of `t` must be strictly increasing (or all strictly decreasing)")
+    if not bool(torch.isfinite(y0).all()):
+        raise ValueError("`y0` contains non-finite values (NaN or Inf)")
+    opts = {k: v for k, v in options.items() if k not in ("batched", "norm", "dtype")}
+    unused = {k: v for k, v in opts.items() if k not in BATCHED_OPTIONS}
+    handle_unused(method, unused)
+    opts = {k: v for k, v in opts.items() if k in BATCHED_OPTIONS}
+    stats = SolverStats()
+    ys = solve_batched(func, y0, t2, tab, _batched_tol(rtol, y0), _batched_tol(atol, y0), stats=stats, **opts)
+    return SolveResult(ys=ys, t=t, stats=stats, method=method)
+
+
+def _batched_tol(tol, y0):
+    if isinstance(tol, torch.Tensor):
+        return float(tol) if tol.numel() == 1 else tol.to(y0)
+    return float(tol)
 
 
 def odeint(func: Callable, y0: TensorOrTuple, t: torch.Tensor, *, rtol=1e-7, atol=1e-9, method: Optional[str] = None,
@@ -168,6 +217,12 @@ def odeint(func: Callable, y0: TensorOrTuple, t: torch.Tensor, *, rtol=1e-7, ato
             ``max_num_steps``, ``norm``, ``jump_t``, ``step_t``, ``safety``,
             ``ifactor``, ``dfactor``, ``max_order``, ``max_iters``, …).
             Options the method does not use are ignored with a warning.
+            graphode's own: ``controller`` (a :class:`PIController`),
+            ``adaptive`` (implicit methods with an embedded estimate), and
+            ``batched=True``: ``y0[B, ...]`` with ``t[T]`` or ``t[B, T]``,
+            each sample solved on its own (own steps, accept/reject and
+            finish; ``func`` gets ``t`` of shape ``[B]``); see
+            :mod:`graphode.solvers._batched`.
         event_fn: ``event_fn(t, y) -> tensor``; if given, ``len(t) == 2`` and
             integration stops where it changes sign.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -41,6 +41,8 @@ class SolverStats:
             error-estimate filter and the backward's transposed solves).
         njvp: Jacobian–vector products (implicit solvers).
         newton_failures: steps whose Newton iteration did not converge.
+        per_sample: batched solving only: ``{"n_accepted": [...], "n_rejected": [...]}``
+            per sample.
     """
 
     nfe: int = 0
@@ -51,6 +53,7 @@ class SolverStats:
     n_linear: int = 0
     njvp: int = 0
     newton_failures: int = 0
+    per_sample: Optional[dict] = None
 
     @property
     def n_steps(self) -> int:
