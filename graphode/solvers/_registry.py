@@ -68,7 +68,7 @@ def _rk_spec(name: str, tableau: ButcherTableau) -> MethodSpec:
         return MethodSpec(name, lambda p, d, **o: AdaptiveSolver(p, d, ExplicitRKStepper(tableau), **o),
                           AdaptiveSolver.OPTIONS, AdaptiveSolver.CALLBACKS, "adaptive", tableau.order, tableau)
     return MethodSpec(name, lambda p, d, **o: FixedRKSolver(p, d, tableau, **o),
-                      FixedGridSolver.OPTIONS, FixedGridSolver.CALLBACKS, "fixed", tableau.order, tableau)
+                      FixedRKSolver.OPTIONS, FixedGridSolver.CALLBACKS, "fixed", tableau.order, tableau)
 
 
 def register_method(name: str, factory: Optional[Callable] = None, *, tableau: Optional[ButcherTableau] = None,

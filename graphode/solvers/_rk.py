@@ -70,18 +70,86 @@ class RKPlan:
 
 # ---------------------------------------------------------------------- fixed
 class FixedRKSolver(FixedGridSolver):
-    """Fixed-grid explicit RK method given by a tableau."""
+    """Fixed-grid explicit RK method given by a tableau.
 
-    def __init__(self, problem, dyn: Dynamics, tableau: ButcherTableau, **options):
+    ``options={"compile": True}`` runs each step — all stages, the field and
+    the stage combinations — as one ``torch.compile``d graph (compiled once per
+    field and tableau, reused across steps and solves; times enter as
+    tensors, so the grid does not cause recompilation).  Worth it where the
+    per-step overhead dominates (small states); the first call pays the
+    compilation.
+    """
+
+    OPTIONS = FixedGridSolver.OPTIONS | {"compile"}
+
+    def __init__(self, problem, dyn: Dynamics, tableau: ButcherTableau, compile=False, **options):
         super().__init__(problem, dyn, **options)
         self.plan = RKPlan(tableau)
         self.order = tableau.order
+        self._cstep = None
+        if compile:
+            if self.perturb:
+                raise ValueError("options 'compile' and 'perturb' cannot be combined")
+            self._cstep = compiled_step(problem, tableau, compile if isinstance(compile, dict) else {})
+            self._tt = dict(dtype=dyn.dtype, device=dyn.device)
 
     def _step(self, t0, dt, t1, y0):
         dyn = self.dyn
+        if self._cstep is not None:
+            tt = self._tt
+            y1, f0 = self._cstep(torch.tensor(self.sign * t0, **tt), torch.tensor(self.sign * dt, **tt),
+                                 torch.tensor(self.sign * t1, **tt), y0)
+            dyn.stats.nfe += self.plan.stages
+            return y1, f0
         f0 = dyn(t0, y0, 1 if self.perturb else 0)
         y1, _ = self.plan.step(dyn, t0, dt, t1, y0, f0, self.sign * dt, self.perturb)
         return y1, f0
+
+
+_COMPILED = {}
+
+
+def compiled_step(problem, tableau: ButcherTableau, compile_kwargs: dict):
+    """``(t0, h, t1, y0) -> (y1, f0)`` for one RK step, as one compiled graph (cached per field and tableau).
+
+    ``t0``, ``t1`` are user times and ``h = t1 - t0`` (signed), all 0-dim
+    tensors of the state's dtype.  The cache holds the user's field weakly.
+    """
+    import weakref
+
+    fn, user = problem.fn, problem.user_func
+    shapes = None if problem.shapes is None else tuple(tuple(s) for s in problem.shapes)
+    key = (id(user), tableau, shapes, tuple(sorted(compile_kwargs.items())))
+    hit = _COMPILED.get(key)
+    if hit is not None and hit[0]() is user:
+        return hit[1]
+    rows = RKPlan(tableau).rows
+    b = RKPlan(tableau).b
+
+    def step(t0, h, t1, y0):
+        k = [fn(t0, y0)]
+        for c, nz, at_end in rows:
+            yi = y0
+            if nz:
+                inc = k[nz[0][0]] * nz[0][1]
+                for j, a in nz[1:]:
+                    inc = inc + k[j] * a
+                yi = y0 + h * inc
+            k.append(fn(t1 if at_end else t0 + c * h, yi))
+        inc = k[b[0][0]] * b[0][1]
+        for j, w in b[1:]:
+            inc = inc + k[j] * w
+        return y0 + h * inc, k[0]
+
+    kw = dict(fullgraph=True, dynamic=False)
+    kw.update(compile_kwargs)
+    compiled = torch.compile(step, **kw)
+    try:
+        ref = weakref.ref(user)
+    except TypeError:                      # not weakly referable: keep it alive with the cache entry
+        ref = (lambda f=user: f)
+    _COMPILED[key] = (ref, compiled)
+    return compiled
 
 
 # ------------------------------------------------------------------- adaptive
