@@ -332,8 +332,11 @@ def check_fit_authors(rep: Report, g, method):
     rep.check("authors' GRAND-l: parameters after 2 epochs", flat(dm), flat(one), 1e-4)
     for k in ("best_epoch", "val_acc", "test_acc", "train_acc"):
         rep.equal(f"authors' GRAND-l: {k}", r2[k], r1[k])
-    rep.equal("authors' GRAND-l: step time of the best", r2["history"][-1].get("step_time"),
-              r1["history"][-1].get("step_time"))
+    # the same step: its time (float32) may differ in the last bits, since the error norm's sum over
+    # ranks rounds differently from one process's and the step sizes inherit that rounding
+    st2, st1 = r2["history"][-1].get("step_time"), r1["history"][-1].get("step_time")
+    assert st1 is not None and st2 is not None, (st1, st2)
+    rep.check("authors' GRAND-l: step time of the best", torch.tensor(st2), torch.tensor(st1), 1e-6)
 
 
 SMALL_GRAND = dict(hidden_dim=6, heads=2, attention_dim=4, time=1.0, input_dropout=0.0, dropout=0.0,

@@ -100,8 +100,8 @@ def check_method(method) -> str:
     spec = _solvers.METHODS.get(m)
     if spec is None:
         raise ValueError(f'Invalid method "{m}". Must be one of {sorted(_solvers.METHODS)}')
-    if spec.tableau is None:
-        ok = sorted(k for k, s in _solvers.METHODS.items() if s.tableau is not None)
+    if spec.tableau is None or spec.tableau.implicit:
+        ok = sorted(k for k, s in _solvers.METHODS.items() if s.tableau is not None and not s.tableau.implicit)
         raise ValueError(f"method {m!r} is not supported across ranks (its implicit or multistep iterations "
                          f"reduce over the state); use an explicit Runge-Kutta method: {', '.join(ok)}")
     return m
