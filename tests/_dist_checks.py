@@ -66,6 +66,24 @@ def grads_sum(ts):
     return flat
 
 
+def compare_op(rep: Report, name: str, op, g, dg, part, inputs, cot, out: str = "nodes", **kw):
+    """``op`` on the whole graph ``g`` and on this rank's part ``dg``: the rank's rows of the
+    output and of every input's gradient (cotangent ``cot``) against the single process's, at
+    float64.  ``inputs``: argument name -> (whole tensor, ``"nodes"`` or ``"edges"``), in the
+    op's order; ``out``: what the output's rows are.  Returns the whole graph's output."""
+    rows = {"nodes": part.nodes, "edges": part.edge_ids}
+    whole = [t.clone().requires_grad_() for t, _ in inputs.values()]
+    y = op(g, *whole, **kw)
+    (y * cot).sum().backward()
+    local = [t[rows[on]].clone().requires_grad_() for t, on in inputs.values()]
+    yl = op(dg, *local, **kw)
+    (yl * cot[rows[out]]).sum().backward()
+    rep.check(name, yl, y[rows[out]], TOL64)
+    for arg, a, b, (_, on) in zip(inputs, local, whole, inputs.values()):
+        rep.check(f"{name} grad {arg}", a.grad, b.grad[rows[on]], TOL64)
+    return y.detach()
+
+
 def check_ops(rep: Report, g, part):
     dg = DistGraph(part)
     gen = torch.Generator().manual_seed(7)
@@ -78,38 +96,11 @@ def check_ops(rep: Report, g, part):
     ga = torch.randn(g.num_edges, H, dtype=torch.float64, generator=gen)
     nodes, eids = part.nodes, part.edge_ids
 
-    # spmm
-    xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
-    y = ops.spmm(g, ws, xs)
-    (y * gy).sum().backward()
-    xl, wl = x[nodes].clone().requires_grad_(), w[eids].clone().requires_grad_()
-    yl = ops.spmm(dg, wl, xl)
-    (yl * gy[nodes]).sum().backward()
-    rep.check("spmm", yl, y[nodes], TOL64)
-    rep.check("spmm grad x", xl.grad, xs.grad[nodes], TOL64)
-    rep.check("spmm grad w", wl.grad, ws.grad[eids], TOL64)
-
-    # edge attention
-    qs, ks = q.clone().requires_grad_(), k.clone().requires_grad_()
-    a = ops.edge_attention(g, qs, ks)
-    (a * ga).sum().backward()
-    ql, kl = q[nodes].clone().requires_grad_(), k[nodes].clone().requires_grad_()
-    al = ops.edge_attention(dg, ql, kl)
-    (al * ga[eids]).sum().backward()
-    rep.check("edge_attention", al, a[eids], TOL64)
-    rep.check("edge_attention grad q", ql.grad, qs.grad[nodes], TOL64)
-    rep.check("edge_attention grad k", kl.grad, ks.grad[nodes], TOL64)
-
+    inputs = {"q": (q, "nodes"), "k": (k, "nodes")}
+    compare_op(rep, "spmm", ops.spmm, g, dg, part, {"w": (w, "edges"), "x": (x, "nodes")}, gy)
+    compare_op(rep, "edge_attention", ops.edge_attention, g, dg, part, inputs, ga, out="edges")
     # attention diffusion (k and x exchanged together)
-    qs, ks, xs = q.clone().requires_grad_(), k.clone().requires_grad_(), x.clone().requires_grad_()
-    y = ops.attention_diffusion(g, qs, ks, xs)
-    (y * gy).sum().backward()
-    ql, kl, xl = (t[nodes].clone().requires_grad_() for t in (q, k, x))
-    yl = ops.attention_diffusion(dg, ql, kl, xl)
-    (yl * gy[nodes]).sum().backward()
-    rep.check("attention_diffusion", yl, y[nodes], TOL64)
-    for name, gl, gs in (("q", ql, qs), ("k", kl, ks), ("x", xl, xs)):
-        rep.check(f"attention_diffusion grad {name}", gl.grad, gs.grad[nodes], TOL64)
+    y = compare_op(rep, "attention_diffusion", ops.attention_diffusion, g, dg, part, {**inputs, "x": (x, "nodes")}, gy)
     # the reference backend through the same exchange
     yr = ops.attention_diffusion(dg, q[nodes], k[nodes], x[nodes], backend="reference")
     rep.check("attention_diffusion reference backend", yr, y[nodes], TOL64)
