@@ -257,7 +257,7 @@ def describe(edges: Dict[Tuple[str, str], List[Import]], comp: Optional[Set[str]
     lines = []
     for (a, b), imps in sorted(edges.items()):
         if comp is None or (a in comp and b in comp):
-            where = ", ".join(f"{i.src}:{i.line} -> {i.dst}" for i in imps)
+            where = ", ".join(dict.fromkeys(f"{i.src}:{i.line} -> {i.dst}" for i in imps))
             lines.append(f"  {a} -> {b}: {where}")
     return "\n".join(lines)
 
