@@ -1,9 +1,10 @@
 """Build of graphode and its compiled extension graphode._C.
 
-* CPU kernels (csrc/*.cpp, csrc/cpu/*.cpp) are always built, with OpenMP.
-* CUDA kernels (csrc/cuda/*.cu, raw-pointer launchers that include no torch
-  header) and their thin torch binding (csrc/cuda/*_binding.cpp) are added
-  only when the installed torch has CUDA and a CUDA toolkit is found
+* Every op is csrc/<op>.cpp (schema, checks, torch wrappers) over the
+  torch-free CPU kernels csrc/cpu/<op>_cpu.{h,cpp}, always built, with OpenMP.
+* The CUDA launchers csrc/cuda/<op>_cuda.cu (raw pointers, no torch header)
+  and the CUDA half of each csrc/<op>.cpp (GRAPHODE_WITH_CUDA) are added only
+  when the installed torch has CUDA and a CUDA toolkit is found
   (GRAPHODE_WITH_CUDA=0 turns them off, =1 insists on them).
 * GRAPHODE_NATIVE_ARCH=0 drops -march=native for a portable binary.
 
@@ -30,7 +31,7 @@ def extensions():
     except ImportError:
         print("graphode: torch is not installed at build time; building without graphode._C", file=sys.stderr)
         return [], {}
-    cpu_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")) + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*.cpp")))
+    cpu_sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")) + glob.glob(os.path.join(ROOT, "csrc", "cpu", "*_cpu.cpp")))
     if not cpu_sources:
         return [], {}
     want_cuda = os.environ.get("GRAPHODE_WITH_CUDA", "auto")
@@ -50,8 +51,7 @@ def extensions():
         extra_link_args=["-fopenmp"],
     )
     if use_cuda:
-        sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
-        sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*_binding.cpp")))
+        sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*_cuda.cu")))
         define_macros.append(("GRAPHODE_WITH_CUDA", "1"))
         ext = CUDAExtension(
             sources=sources,

@@ -1,12 +1,13 @@
-// Input checks shared by the torch-facing wrappers of graphode's ops (CPU in
-// csrc/cpu/ops_cpu.cpp; usable by the CUDA binding too).  Every check raises a
-// c10::Error (a Python RuntimeError) whose message names the op, the argument
-// and the problem; nothing here reads tensor data, so it is device-agnostic.
+// Input checks shared by the torch wrappers of graphode's ops (csrc/<op>.cpp),
+// for both devices.  Every check raises a c10::Error (a Python RuntimeError)
+// whose message names the op, the argument and the problem; nothing here reads
+// tensor data, so it is device-agnostic.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <string>
 
 namespace graphode {
@@ -73,6 +74,24 @@ inline void check_size(const char* op, const char* name, const at::Tensor& t, in
 
 inline void check_scale(const char* op, double scale) {
   TORCH_CHECK(std::isfinite(scale), op, ": scale must be finite, got ", scale);
+}
+
+// q, k [N, H, D] of one dtype and shape on one device (the attention ops).
+inline void check_qk(const char* op, const at::Tensor& q, const at::Tensor& k) {
+  check_float(op, "q", q, 3, "[N, H, D]", q.device());
+  check_float(op, "k", k, 3, "[N, H, D]", q.device());
+  TORCH_CHECK(q.sizes() == k.sizes(), op, ": q and k must have the same shape [N, H, D], got ", q.sizes(), " and ",
+              k.sizes());
+  check_same_dtype(op, "k", k, "q", q);
+}
+
+// t of shape [rows, cols] like ref's dtype (`what` documents rows and cols).
+inline void check_matrix(const char* op, const char* name, const at::Tensor& t, int64_t rows, int64_t cols,
+                         const char* shape, const at::Tensor& ref, const char* ref_name) {
+  check_float(op, name, t, 2, shape, ref.device());
+  check_size(op, name, t, 0, rows, shape);
+  check_size(op, name, t, 1, cols, shape);
+  check_same_dtype(op, name, t, ref_name, ref);
 }
 
 }  // namespace checks

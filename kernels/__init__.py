@@ -1,19 +1,18 @@
 """graphode's Triton backend (installed as ``graphode.kernels``).
 
-The backend interface used by :mod:`graphode.ops` (inputs already validated,
-contiguous, one dtype, on the graph's device):
+One module per op (``spmm``, ``edge_attention``, ``attention_diffusion``):
+its ``@triton.jit`` kernels, their launchers and the custom ops
+``torch.ops.graphode_triton.<op>`` and ``<op>_backward`` (with fake
+implementations, so they trace under ``torch.compile``).  The custom ops take
+the graph's CSR/CSC arrays, its cached split plan for huge-degree rows (see
+``_plan``) and the split size; they are plain kernels, differentiated by the
+public op's autograd formula (``graphode/ops/<op>.py``).
 
-* ``spmm(graph, edge_weight, x)``
-* ``edge_attention(graph, q, k, scale)``
-* ``attention_diffusion(graph, q, k, x, scale)``
+This package is the "triton" backend object of :mod:`graphode.ops`:
 
-plus the raw launchers (``*_raw``: plain tensors in, tensors out, no autograd)
-and the ``@triton.jit`` kernels (``*_kernel``).
-
-Each calls a ``torch.ops.graphode_triton.*`` custom op (see ``_ops``) with the
-graph's CSR/CSC arrays and its cached split plan for huge-degree rows (see
-``_plan``), so all three are differentiable (the backward ops are Triton
-kernels too) and pass ``torch.library.opcheck``.
+* ``supports(op)``: whether ``torch.ops.graphode_triton.<op>`` exists;
+* ``run(op, graph, *args)``: calls it with the graph's arrays and plans
+  (``bind`` returns the op and that argument tuple).
 
 Kernels run compiled on CUDA tensors; on CPU tensors they run in Triton's
 interpreter, which requires ``TRITON_INTERPRET=1`` in the environment before
@@ -24,63 +23,18 @@ to their own precision (float64 accumulates in float64).
 """
 from __future__ import annotations
 
+from typing import Callable, Dict
+
 import torch
 
-from . import _ops  # noqa: F401  (registers torch.ops.graphode_triton.*)
-from ._attention import (
-    attention_diffusion_backward as attention_diffusion_backward_raw,
-    attention_diffusion_forward as attention_diffusion_forward_raw,
-    edge_attention_backward as edge_attention_backward_raw,
-    edge_attention_forward as edge_attention_forward_raw,
-)
+from . import attention_diffusion, edge_attention, spmm  # noqa: F401  (register torch.ops.graphode_triton.*)
 from ._common import INTERPRET
 from ._plan import build_plan, col_plan, get_split_edges, row_plan, set_split_edges
-from ._spmm import spmm_backward as spmm_backward_raw
-from ._spmm import spmm_forward as spmm_forward_raw
 
-# The @triton.jit kernels themselves (see the module docstrings for their grids).
-from ._attention import (  # noqa: E402
-    _ad_bwd_cols_kernel as attention_diffusion_bwd_cols_kernel,
-    _ad_bwd_rows_kernel as attention_diffusion_bwd_rows_kernel,
-    _ad_fwd_kernel as attention_diffusion_fwd_kernel,
-    _ea_bwd_cols_kernel as edge_attention_bwd_cols_kernel,
-    _ea_bwd_rows_kernel as edge_attention_bwd_rows_kernel,
-    _ea_fwd_kernel as edge_attention_fwd_kernel,
-    _softmax_merge_kernel as softmax_merge_kernel,
-)
-from ._spmm import (  # noqa: E402
-    _combine_sum_kernel as combine_sum_kernel,
-    _sddmm_kernel as sddmm_kernel,
-    _spmm_kernel as spmm_kernel,
-)
+__all__ = ["INTERPRET", "build_plan", "get_split_edges", "set_split_edges", "graph_args", "supports", "bind", "run"]
 
-__all__ = [
-    "spmm",
-    "edge_attention",
-    "attention_diffusion",
-    "attention_diffusion_lse",
-    "graph_args",
-    "INTERPRET",
-    "build_plan",
-    "get_split_edges",
-    "set_split_edges",
-    "spmm_forward_raw",
-    "spmm_backward_raw",
-    "edge_attention_forward_raw",
-    "edge_attention_backward_raw",
-    "attention_diffusion_forward_raw",
-    "attention_diffusion_backward_raw",
-    "spmm_kernel",
-    "sddmm_kernel",
-    "combine_sum_kernel",
-    "edge_attention_fwd_kernel",
-    "edge_attention_bwd_rows_kernel",
-    "edge_attention_bwd_cols_kernel",
-    "attention_diffusion_fwd_kernel",
-    "attention_diffusion_bwd_rows_kernel",
-    "attention_diffusion_bwd_cols_kernel",
-    "softmax_merge_kernel",
-]
+name = "triton"
+_ops: Dict[str, Callable] = {}
 
 
 def graph_args(graph, chunk: int | None = None):
@@ -91,24 +45,22 @@ def graph_args(graph, chunk: int | None = None):
     return (*graph.csr(), *row_plan(graph, chunk), *col_plan(graph, chunk)), chunk
 
 
-def spmm(graph, edge_weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``y[i] = sum_{j -> i} w_e x[j]`` (``[N, F]``)."""
-    args, chunk = graph_args(graph)
-    return torch.ops.graphode_triton.spmm(*args, edge_weight, x, chunk)
+def supports(op: str) -> bool:
+    """Whether this backend has kernels for ``op``."""
+    return hasattr(torch.ops.graphode_triton, op)
 
 
-def edge_attention(graph, q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-    """Per-target softmax of ``scale <q_i, k_j>`` over in-edges, ``[E, H]``."""
-    args, chunk = graph_args(graph)
-    return torch.ops.graphode_triton.edge_attention(*args, q, k, float(scale), chunk)
+def bind(op: str, graph, *args):
+    """``(torch.ops.graphode_triton.<op>.default, its full argument tuple)``: the graph's
+    arrays and plans, ``args``, the split size (tests run opcheck on it)."""
+    fn = _ops.get(op)
+    if fn is None:
+        fn = _ops[op] = getattr(torch.ops.graphode_triton, op).default
+    lead, chunk = graph_args(graph)
+    return fn, (*lead, *args, chunk)
 
 
-def attention_diffusion(graph, q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Fused ``(1/H) sum_h softmax(s_h) @ x`` over in-edges, ``[N, F]``; never builds ``[E, H]``/``[E, F]``."""
-    return attention_diffusion_lse(graph, q, k, x, scale)[0]
-
-
-def attention_diffusion_lse(graph, q, k, x, scale: float):
-    """``(out [N, F], lse [N, H])``: the op's output and the per-row, per-head log-sum-exp it saves."""
-    args, chunk = graph_args(graph)
-    return torch.ops.graphode_triton.attention_diffusion(*args, q, k, x, float(scale), chunk)
+def run(op: str, graph, *args):
+    """Calls the op (no autograd)."""
+    fn, full = bind(op, graph, *args)
+    return fn(*full)

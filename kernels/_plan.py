@@ -12,7 +12,8 @@ So rows with more than ``chunk`` edges are *heavy*: the row kernel skips them
 program per chunk.  Each chunk writes a partial result (a partial sum, or the
 running ``(max, sum-exp, accumulator)`` triple of an online softmax) to a small
 workspace, and a combine kernel with one program per heavy row merges its
-chunks in order: deterministic, no atomics.
+chunks in order: deterministic, no atomics (``combine_sum`` for additive
+results; the attention ops merge softmax states with their own kernel).
 
 A plan for a pointer array ``ptr`` (``rowptr`` or ``csc_ptr``) is two int64 tensors:
 
@@ -30,6 +31,10 @@ import os
 from typing import Tuple
 
 import torch
+import triton
+import triton.language as tl
+
+from . import _common as C
 
 #: Rows with more edges than this are split into chunks of this many edges.
 _split_edges = int(os.environ.get("GRAPHODE_TRITON_SPLIT", "1024"))
@@ -85,3 +90,30 @@ def col_plan(graph, chunk: int) -> Tuple[torch.Tensor, torch.Tensor]:
     if h not in graph._cache or c not in graph._cache:
         graph._cache[h], graph._cache[c] = build_plan(graph.csc_ptr, chunk)
     return graph._cache[h], graph._cache[c]
+
+
+@triton.jit
+def combine_sum_kernel(ws, y, heavy, n_heavy, W, BLOCK: tl.constexpr):
+    # y[node, :W] = sum over the node's chunks c of ws[c, :W], in chunk order
+    # (deterministic).  Shared by every additive split reduction.
+    r = tl.program_id(0).to(tl.int64)
+    o = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    om = o < W
+    node = tl.load(heavy + r)
+    first = tl.load(heavy + n_heavy + r)
+    n = tl.load(heavy + 2 * n_heavy + r)
+    acc = tl.zeros([BLOCK], dtype=ws.dtype.element_ty)
+    for c in range(first, first + n):
+        acc += tl.load(ws + c * W + o, mask=om, other=0.0)
+    tl.store(y + node * W + o, acc.to(y.dtype.element_ty), mask=om)
+
+
+
+def combine_sum(ws: torch.Tensor, out: torch.Tensor, heavy: torch.Tensor, W: int) -> None:
+    """``out.view(N, W)[node] = sum of ws[chunks of node]`` for every heavy node."""
+    R = heavy.size(1)
+    if R == 0:
+        return
+    B = min(C.next_pow2(W), 256)
+    combine_sum_kernel[(R, triton.cdiv(W, B))](ws, out, heavy, R, W, BLOCK=B, num_warps=2)
+

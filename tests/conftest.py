@@ -1,6 +1,15 @@
 """Shared test fixtures."""
+import os
+import sys
+
 import pytest
 import torch
+
+# The Triton backend runs on CPU tensors only in Triton's interpreter, which
+# must be chosen before triton is first imported; without a GPU, the whole
+# session uses it (tests/ops run the "triton" backend on small graphs).
+if not torch.cuda.is_available() and "triton" not in sys.modules:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@
 * CUDA: with ``GRAPHODE_WITH_CUDA=ON`` CMake must find nvcc and add
   ``csrc/cuda`` (configure check, in the default run).  The full nvcc build
   of the CMake tree takes minutes and is marked ``slow``; the nvcc compile of
-  every ``.cu`` file is also covered by tests/test_cuda_kernels.py.
+  every ``.cu`` file is also covered by tests/test_cuda_build.py.
 Each test is skipped, with its reason, when cmake (or nvcc) is missing.
 """
 import os

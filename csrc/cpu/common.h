@@ -1,17 +1,12 @@
 // graphode CPU kernels: shared building blocks (header-only, no torch).
 //
 // Everything under csrc/cpu/*.h works on raw pointers and needs nothing but a
-// C++17 compiler (OpenMP optional).  The torch-facing wrappers
-// (csrc/cpu/ops_cpu.cpp) only check tensors and call these templates, and the
-// CMake build compiles the same headers into a plain C++ library with C++
-// tests (csrc/tests/) without Torch.
+// C++17 compiler (OpenMP optional).  The torch-facing wrapper of each op
+// (csrc/<op>.cpp) only checks tensors and calls these templates, and the
+// CMake build compiles the same kernels (csrc/cpu/<op>_cpu.cpp instantiates
+// them) into a plain C++ library with C++ tests (csrc/tests/) without Torch.
 //
-// Graph layout (see graphode/graph.py): CSR over *targets*.
-//   rowptr [N+1], col [E]        in-edges j -> i of target i are
-//                                e = rowptr[i] .. rowptr[i+1]-1, source col[e]
-//   csc_ptr [N+1], csc_row [E],  out-edges of source j are the CSC positions
-//   csc_perm [E]                 p = csc_ptr[j] .. csc_ptr[j+1]-1, with target
-//                                csc_row[p] and CSR edge id csc_perm[p].
+// Graph layout: see graph_view.h (CSR over targets plus its CSC transpose).
 // Row passes (forward, grad of targets) walk the CSR; column passes (grad of
 // sources) walk the CSC, so every output row is written by exactly one thread
 // and no atomics are needed.
@@ -36,6 +31,7 @@
 #include <vector>
 
 #include "cpu/simd.h"
+#include "graph_view.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -44,44 +40,13 @@
 namespace graphode {
 namespace cpu {
 
-// ---------------------------------------------------------------- status codes
-// Kernels never throw and never read out of bounds: they validate the pointer
-// arrays up front (O(N)) and every gathered index as they go (one compare per
-// edge, in registers) and report the first problem as a non-zero code.
-enum Status : int {
-  kOk = 0,
-  kBadRowptr = 1,    // rowptr[0] != 0, rowptr[N] != E or rowptr decreasing
-  kBadCscPtr = 2,    // same for csc_ptr
-  kBadCol = 3,       // col[e] outside [0, N)
-  kBadCscRow = 4,    // csc_row[p] outside [0, N)
-  kBadCscPerm = 5,   // csc_perm[p] outside [0, E)
-  kBadSize = 6,      // negative sizes
-};
-
-inline const char* status_message(int status) {
-  switch (status) {
-    case kOk: return "ok";
-    case kBadRowptr:
-      return "rowptr is not a valid CSR pointer array: it must start at 0, end at E = col.size(0) and be non-decreasing";
-    case kBadCscPtr:
-      return "csc_ptr is not a valid pointer array: it must start at 0, end at E = csc_row.size(0) and be non-decreasing";
-    case kBadCol: return "col contains a node index outside [0, N)";
-    case kBadCscRow: return "csc_row contains a node index outside [0, N)";
-    case kBadCscPerm: return "csc_perm contains an edge index outside [0, E)";
-    case kBadSize: return "negative size";
-    default: return "unknown error";
-  }
-}
-
-// ---------------------------------------------------------------- graph view
-struct GraphView {
-  const int64_t* rowptr = nullptr;    // [N+1]
-  const int64_t* col = nullptr;       // [E]
-  const int64_t* csc_ptr = nullptr;   // [N+1] (may be null for row-only ops)
-  const int64_t* csc_row = nullptr;   // [E]
-  const int64_t* csc_perm = nullptr;  // [E]
-  int64_t num_nodes = 0;
-  int64_t num_edges = 0;
+// Execution context of a CPU kernel: how many OpenMP threads it may use
+// (<= 0: omp_get_max_threads()).  The CUDA launchers take a cuda::Context (the
+// stream) in the same last position, so the torch wrappers call either
+// kernel with one expression.
+struct Context {
+  int threads = 0;
+  Context(int threads_ = 0) : threads(threads_) {}  // NOLINT: an int is a Context
 };
 
 // ---------------------------------------------------------------- threading
@@ -182,7 +147,7 @@ inline bool valid_ptr(const int64_t* ptr, int64_t N, int64_t E) {
   return bad == 0;
 }
 
-inline int validate(const GraphView& g, bool need_csr, bool need_csc, int /*nthreads*/) {
+inline int validate(const GraphView& g, bool need_csr, bool need_csc) {
   if (g.num_nodes < 0 || g.num_edges < 0) return kBadSize;
   if (need_csr && !valid_ptr(g.rowptr, g.num_nodes, g.num_edges)) return kBadRowptr;
   if (need_csc && !valid_ptr(g.csc_ptr, g.num_nodes, g.num_edges)) return kBadCscPtr;

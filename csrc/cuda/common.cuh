@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-#include "graphode_cuda.h"
+#include "cuda/context.h"
 
 namespace graphode {
 namespace cuda {
@@ -60,6 +60,28 @@ inline unsigned blocks_for_rows(int64_t N) {
 }
 
 inline cudaError_t launch_status() { return cudaGetLastError(); }
+
+// A workspace of n values of T from the stream's memory pool, freed (in
+// stream order) when it goes out of scope.  err() is the allocation status.
+template <typename T>
+class StreamBuffer {
+ public:
+  StreamBuffer(size_t n, cudaStream_t stream) : stream_(stream) {
+    if (n > 0) err_ = cudaMallocAsync(reinterpret_cast<void**>(&p_), n * sizeof(T), stream);
+  }
+  ~StreamBuffer() {
+    if (p_ != nullptr) cudaFreeAsync(p_, stream_);
+  }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  T* get() const { return p_; }
+  cudaError_t err() const { return err_; }
+
+ private:
+  T* p_ = nullptr;
+  cudaStream_t stream_;
+  cudaError_t err_ = cudaSuccess;
+};
 
 // Dynamic shared memory: kernels beyond the 48 KiB default must opt in.
 template <typename Kernel>

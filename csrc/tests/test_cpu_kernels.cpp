@@ -1,4 +1,4 @@
-// C++ tests of the header-only CPU kernels (csrc/cpu/*.h), without torch.
+// C++ tests of the CPU kernels (csrc/cpu/<op>_cpu.h), without torch.
 //
 // * forward of every kernel against naive double-precision loops that
 //   materialise the per-edge scores (the definitions);
@@ -20,8 +20,11 @@
 #include <string>
 #include <vector>
 
-#include "cpu/kernels.h"
+#include "cpu/attention_diffusion_cpu.h"
+#include "cpu/edge_attention_cpu.h"
+#include "cpu/spmm_cpu.h"
 
+using namespace graphode;
 using namespace graphode::cpu;
 using Vec = std::vector<double>;
 

@@ -10,11 +10,28 @@ Backends
 
 Automatic choice (``backend=None``): "cpu" for CPU tensors when ``_C`` is
 built, "triton" for CUDA tensors when triton is importable (else "cuda"),
-and "reference" otherwise.  The user overrides it per call (``backend=``),
-per block (``with graphode.ops.use_backend("reference"): ...``), globally
-(``set_backend``) or through the environment variable ``GRAPHODE_BACKEND``.
+and "reference" otherwise; an automatically chosen backend that lacks the op
+gives way to "reference" for that call.  The user overrides the choice per
+call (``backend=``), per block (``with graphode.ops.use_backend("reference"):
+...``), globally (``set_backend``) or through the environment variable
+``GRAPHODE_BACKEND``; an explicitly requested backend that lacks the op
+raises :class:`BackendUnavailableError`.
 
-Capabilities: a backend module may declare ``ATTENTION_OPTIONS``, the values of
+The compiled backends
+---------------------
+"cpu", "cuda" and "triton" are objects with two methods, used by the public
+ops (``graphode/ops/<op>.py``) and nothing else:
+
+* ``supports(op) -> bool``: whether the backend has kernels for ``op``;
+* ``run(op, graph, *args)``: calls the backend's custom op ``op`` (e.g.
+  ``"spmm"`` or ``"spmm_backward"``) with the graph's arrays and ``args``,
+  without autograd (each public op owns its one autograd formula);
+  ``bind(op, graph, *args)`` returns that custom op and its argument tuple.
+
+So an op is added to a backend by defining its custom op there
+(``csrc/<op>.cpp`` or ``kernels/<op>.py``); nothing here changes.
+
+Attention options: a backend may declare ``ATTENTION_OPTIONS``, the values of
 each attention option (``score``, ``normalize``, ``normalize_over``) it
 implements; without the declaration it implements the defaults
 (:data:`DEFAULT_ATTENTION_OPTIONS`) only.  When the automatically chosen backend
@@ -49,10 +66,10 @@ __all__ = [
 
 class BackendUnavailableError(RuntimeError):
     """Raised when a backend the user asked for is not built or not importable, or does
-    not implement an option the call asks for."""
+    not implement the op or an option the call asks for."""
 
 
-#: What a backend module without an ``ATTENTION_OPTIONS`` declaration implements.
+#: What a backend without an ``ATTENTION_OPTIONS`` declaration implements.
 DEFAULT_ATTENTION_OPTIONS: Dict[str, Tuple[str, ...]] = {
     "score": ("scaled_dot",),
     "normalize": ("softmax",),
@@ -102,31 +119,26 @@ def use_backend(name: Optional[str]):
 
 
 # --------------------------------------------------------------------------- availability
-_modules: Dict[str, object] = {}
-_errors: Dict[str, str] = {}
-
 _BUILD_HINT = (
     "build it with `pip install -e . --no-build-isolation` (or `make`) from the graphode "
     "source tree; a C++17 compiler with OpenMP is required"
 )
+_modules: Dict[str, object] = {}
+_errors: Dict[str, str] = {}
 
 
 def _load(name: str):
-    """Import the implementation module of backend ``name`` or record why it failed."""
+    """The backend object of ``name``, or None (the reason is kept for the error message)."""
     if name in _modules:
         return _modules[name]
     if name in _errors:
         return None
     try:
         if name == "reference":
-            mod = importlib.import_module("graphode.ops._reference_backend")
+            from . import reference as mod
         elif name in ("cpu", "cuda"):
-            mod = importlib.import_module("graphode.ops._native")
-            if name == "cuda" and not mod.has_cuda():
-                raise BackendUnavailableError(
-                    "graphode._C was built without CUDA kernels (the installed torch has no CUDA, "
-                    "or GRAPHODE_WITH_CUDA=0); reinstall on a machine whose torch has CUDA"
-                )
+            native = importlib.import_module("graphode.ops._native")
+            mod = native.backend(name)
         elif name == "triton":
             mod = importlib.import_module("graphode.kernels")
         else:  # pragma: no cover - guarded by _check_name
@@ -153,22 +165,21 @@ def available_backends():
 
 
 def backend_module(name: str):
+    """The backend object of ``name`` (raises :class:`BackendUnavailableError` when it cannot run here)."""
     mod = _load(name)
     if mod is None:
         raise BackendUnavailableError(f"graphode backend {name!r} is not available: {_errors[name]}")
     return mod
 
 
-def _triton_ok_on(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+def _has_op(name: str, op: Optional[str]) -> bool:
+    return op is None or name == "reference" or _load(name).supports(op)
 
 
 def backend_supports(name: str, options: Optional[Mapping[str, str]]) -> Optional[str]:
     """None when backend ``name`` (importable) implements every ``option=value`` in ``options``,
     else the first one it lacks, as ``"key='value'"``."""
-    if not options:
+    if not options or name == "reference":
         return None
     declared = getattr(backend_module(name), "ATTENTION_OPTIONS", DEFAULT_ATTENTION_OPTIONS)
     for key, value in options.items():
@@ -177,21 +188,35 @@ def backend_supports(name: str, options: Optional[Mapping[str, str]]) -> Optiona
     return None
 
 
-def resolve_backend(backend: Optional[str], device: torch.device,
-                    options: Optional[Mapping[str, str]] = None) -> str:
-    """The backend name that an op call with ``backend`` on ``device`` will use.
+def _triton_ok_on(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def resolve_backend(backend: Optional[str], device: torch.device, options: Optional[Mapping[str, str]] = None,
+                    op: Optional[str] = None) -> str:
+    """The backend name that a call of ``op`` (any op when None) with ``backend`` on ``device`` will use.
 
     ``options``: the attention options of the call (``{"normalize": "squareplus", ...}``);
-    an automatically chosen backend that lacks one is replaced by "reference", an
-    explicitly requested one raises :class:`BackendUnavailableError` naming it."""
+    an automatically chosen backend that lacks the op or one of them gives way to
+    "reference", an explicitly requested one raises :class:`BackendUnavailableError`."""
     name = _check_name(backend) if backend is not None else get_backend()
     if name is None:
-        name = _automatic(device)
-        if name != "reference" and backend_supports(name, options) is not None:
-            name = "reference"
-        return name
-    # An explicitly requested backend must exist and suit the device.
-    backend_module(name)
+        if device.type == "cpu":
+            candidates = ("cpu",)
+        elif device.type == "cuda":
+            candidates = ("triton", "cuda")
+        else:
+            candidates = ()
+        for cand in candidates:
+            if _load(cand) is not None and _has_op(cand, op) and backend_supports(cand, options) is None:
+                return cand
+        return "reference"
+    # An explicitly requested backend must exist, suit the device and have the op.
+    mod = backend_module(name)
+    if op is not None and name != "reference" and not mod.supports(op):
+        raise BackendUnavailableError(f"graphode backend {name!r} has no kernels for {op!r}; use backend='reference'")
     if name == "cpu" and device.type != "cpu":
         raise BackendUnavailableError(f"backend 'cpu' needs CPU tensors, got tensors on {device}")
     if name == "cuda" and device.type != "cuda":
@@ -209,13 +234,11 @@ def resolve_backend(backend: Optional[str], device: torch.device,
     return name
 
 
-def _automatic(device: torch.device) -> str:
-    """The backend an op on ``device`` uses when nobody asked for one."""
-    if device.type == "cpu":
-        return "cpu" if _load("cpu") is not None else "reference"
-    if device.type == "cuda":
-        if _load("triton") is not None:
-            return "triton"
-        if _load("cuda") is not None:
-            return "cuda"
-    return "reference"
+def native_fake(op: str):
+    """Decorator: the fake (meta) kernel of ``graphode::<op>`` of graphode._C, which
+    lets it trace under ``torch.compile`` (a no-op when the extension is not built)."""
+    from .._extension import load_extension
+
+    if load_extension() is None:
+        return lambda fn: fn
+    return torch.library.register_fake(f"graphode::{op}")

@@ -1,10 +1,10 @@
 // Standalone check of the raw CUDA launchers (no torch): runs every launcher
-// of graphode_cuda.h on small graphs and compares with plain CPU loops in
-// double precision.  Exit status 0 when everything matches, 1 on a mismatch,
-// 2 on a CUDA error (e.g. no device).
+// of csrc/cuda/<op>_cuda.h on small graphs and compares with plain CPU loops
+// in double precision.  Exit status 0 when everything matches, 1 on a
+// mismatch, 2 on a CUDA error (e.g. no device).
 //
-//   nvcc -std=c++17 -O2 -arch=sm_80 -I csrc/cuda csrc/cuda/tests/check_launchers.cu \
-//        csrc/cuda/spmm.cu csrc/cuda/attention.cu -o check_launchers && ./check_launchers
+//   nvcc -std=c++17 -O2 -arch=sm_80 -I csrc csrc/cuda/tests/check_launchers.cu \
+//        csrc/cuda/*_cuda.cu -o check_launchers && ./check_launchers
 //
 // The graph has self loops, nodes without in-edges, a target with more
 // in-edges than a warp has lanes and a source with more out-edges than that,
@@ -21,7 +21,9 @@
 #include <utility>
 #include <vector>
 
-#include "graphode_cuda.h"
+#include "cuda/attention_diffusion_cuda.h"
+#include "cuda/edge_attention_cuda.h"
+#include "cuda/spmm_cuda.h"
 
 namespace gc = graphode::cuda;
 
@@ -127,6 +129,15 @@ void run_case(const Graph& g, int64_t H, int64_t D, int64_t F, double tol, unsig
 
   Dev<int64_t> rowptr(g.rowptr), col(g.col), csc_ptr(g.csc_ptr), csc_row(g.csc_row), csc_perm(g.csc_perm);
   Dev<T> dq(q), dk(k), dx(x), dw(w), dgy(gy), dga(ga);
+  graphode::GraphView gv;
+  gv.rowptr = rowptr.p;
+  gv.col = col.p;
+  gv.csc_ptr = csc_ptr.p;
+  gv.csc_row = csc_row.p;
+  gv.csc_perm = csc_perm.p;
+  gv.num_nodes = N;
+  gv.num_edges = E;
+  const gc::Context ctx{};  // the default stream
 
   // ---- CPU references (double)
   std::vector<double> y_ref(N * F, 0), gx_ref(N * F, 0), gw_ref(E, 0);
@@ -205,47 +216,42 @@ void run_case(const Graph& g, int64_t H, int64_t D, int64_t F, double tol, unsig
   // ---- launchers
   {
     Dev<T> y(N * F), gx(N * F), gw(E);
-    CHECK_CUDA(gc::spmm_forward<T>(rowptr.p, col.p, dw.p, dx.p, y.p, N, F, 0));
-    CHECK_CUDA(gc::spmm_backward_x<T>(csc_ptr.p, csc_row.p, csc_perm.p, dw.p, dgy.p, gx.p, N, F, 0));
-    CHECK_CUDA(gc::spmm_backward_w<T>(rowptr.p, col.p, dgy.p, dx.p, gw.p, N, F, 0));
+    CHECK_CUDA(gc::spmm_forward<T>(gv, dw.p, dx.p, F, y.p, ctx));
+    CHECK_CUDA(gc::spmm_backward<T>(gv, dgy.p, dw.p, dx.p, F, gw.p, gx.p, ctx));
     CHECK_CUDA(cudaDeviceSynchronize());
     compare("spmm forward", y.host(), y_ref, tol);
     compare("spmm grad_x", gx.host(), gx_ref, tol);
     compare("spmm grad_w", gw.host(), gw_ref, tol);
   }
   {
-    Dev<T> attn(E * H), gq(N * HD), gk(N * HD), dot(N * H);
-    CHECK_CUDA(gc::edge_attention_forward<T>(rowptr.p, col.p, dq.p, dk.p, attn.p, N, H, D, scale, 0));
-    CHECK_CUDA(gc::edge_attention_backward<T>(dga.p, attn.p, rowptr.p, col.p, csc_ptr.p, csc_row.p, csc_perm.p,
-                                              dq.p, dk.p, gq.p, gk.p, dot.p, N, H, D, scale, 0));
+    Dev<T> attn(E * H), gq(N * HD), gk(N * HD);
+    CHECK_CUDA(gc::edge_attention_forward<T>(gv, dq.p, dk.p, H, D, scale, attn.p, ctx));
+    CHECK_CUDA(gc::edge_attention_backward<T>(gv, dga.p, attn.p, dq.p, dk.p, H, D, scale, gq.p, gk.p, ctx));
     CHECK_CUDA(cudaDeviceSynchronize());
     compare("edge_attention forward", attn.host(), a, tol);
     compare("edge_attention grad_q", gq.host(), eq_ref, tol);
     compare("edge_attention grad_k", gk.host(), ek_ref, tol);
   }
   {
-    Dev<T> out(N * F), dl(N * H), gq(N * HD), gk(N * HD), gx(N * F), dterm(N * H);
-    CHECK_CUDA(gc::attention_diffusion_forward<T>(rowptr.p, col.p, dq.p, dk.p, dx.p, out.p, dl.p, N, H, D, F,
-                                                  scale, 0));
-    CHECK_CUDA(gc::attention_diffusion_backward<T>(dgy.p, dl.p, rowptr.p, col.p, csc_ptr.p, csc_row.p, dq.p, dk.p,
-                                                   dx.p, gq.p, gk.p, gx.p, dterm.p, N, H, D, F, scale, true, true,
-                                                   0));
+    Dev<T> out(N * F), dl(N * H), gq(N * HD), gk(N * HD), gx(N * F);
+    CHECK_CUDA(gc::attention_diffusion_forward<T>(gv, dq.p, dk.p, dx.p, H, D, F, scale, out.p, dl.p, ctx));
+    CHECK_CUDA(gc::attention_diffusion_backward<T>(gv, dgy.p, dl.p, dq.p, dk.p, dx.p, H, D, F, scale, gq.p, gk.p,
+                                                   gx.p, ctx));
     CHECK_CUDA(cudaDeviceSynchronize());
     compare("attention_diffusion forward", out.host(), out_ref, tol);
     compare("attention_diffusion lse", dl.host(), lse, tol);
     compare("attention_diffusion grad_q", gq.host(), gq_ref, tol);
     compare("attention_diffusion grad_k", gk.host(), gk_ref, tol);
     compare("attention_diffusion grad_x", gx.host(), gxa_ref, tol);
-    Dev<T> gx_only(N * F);  // need_x only: no grad_q/grad_k/workspace pointers
-    CHECK_CUDA(gc::attention_diffusion_backward<T>(dgy.p, dl.p, rowptr.p, col.p, csc_ptr.p, csc_row.p, dq.p, dk.p,
-                                                   dx.p, nullptr, nullptr, gx_only.p, nullptr, N, H, D, F, scale,
-                                                   false, true, 0));
+    Dev<T> gx_only(N * F);  // grad_x only: no grad_q/grad_k pointers
+    CHECK_CUDA(gc::attention_diffusion_backward<T>(gv, dgy.p, dl.p, dq.p, dk.p, dx.p, H, D, F, scale, nullptr,
+                                                   nullptr, gx_only.p, ctx));
     CHECK_CUDA(cudaDeviceSynchronize());
     compare("attention_diffusion grad_x only", gx_only.host(), gxa_ref, tol);
   }
   // unsupported sizes are reported, not run
-  if (gc::attention_diffusion_forward<T>(rowptr.p, col.p, dq.p, dk.p, dx.p, nullptr, nullptr, N,
-                                         gc::kMaxHeads + 1, 1, F, scale, 0) != cudaErrorInvalidValue) {
+  if (gc::attention_diffusion_forward<T>(gv, dq.p, dk.p, dx.p, gc::kMaxHeads + 1, 1, F, scale, nullptr, nullptr,
+                                         ctx) != cudaErrorInvalidValue) {
     std::printf("  H > kMaxHeads was not rejected  FAIL\n");
     ++failures;
   }

@@ -1,4 +1,5 @@
-// SpMM over CSR (forward), over CSC (grad_x, no atomics) and the SDDMM grad_w.
+// CUDA kernels of spmm: SpMM over CSR (forward), over CSC (grad_x, no atomics)
+// and the SDDMM grad_w.
 //
 // Warp mapping (see common.cuh): one warp per row.  The warp first loads the
 // column indices and weights of up to 32 edges with one coalesced load (lane t
@@ -11,7 +12,8 @@
 //
 // Huge-degree rows are walked serially by their warp; the Triton backend
 // (kernels/) splits them into chunks, this backend does not (yet).
-#include "common.cuh"
+#include "cuda/common.cuh"
+#include "cuda/spmm_cuda.h"
 
 namespace graphode {
 namespace cuda {
@@ -96,35 +98,33 @@ cudaError_t launch_rows(const int64_t* ptr, const int64_t* idx, const int64_t* p
 }  // namespace detail
 
 template <typename T>
-cudaError_t spmm_forward(const int64_t* rowptr, const int64_t* col, const T* w, const T* x, T* y, int64_t N,
-                         int64_t F, cudaStream_t stream) {
-  return detail::launch_rows<T, false>(rowptr, col, nullptr, w, x, y, N, F, stream);
+cudaError_t spmm_forward(const GraphView& g, const T* w, const T* x, int64_t F, T* y, Context ctx) {
+  return detail::launch_rows<T, false>(g.rowptr, g.col, nullptr, w, x, y, g.num_nodes, F, ctx.stream);
 }
 
 template <typename T>
-cudaError_t spmm_backward_x(const int64_t* csc_ptr, const int64_t* csc_row, const int64_t* csc_perm, const T* w,
-                            const T* grad_out, T* grad_x, int64_t N, int64_t F, cudaStream_t stream) {
-  // The transpose is the same row kernel over the CSC arrays: the "column" of
-  // position p is its target csc_row[p] and its weight w[csc_perm[p]].
-  return detail::launch_rows<T, true>(csc_ptr, csc_row, csc_perm, w, grad_out, grad_x, N, F, stream);
+cudaError_t spmm_backward(const GraphView& g, const T* grad, const T* w, const T* x, int64_t F, T* grad_w,
+                          T* grad_x, Context ctx) {
+  const int64_t N = g.num_nodes;
+  if (grad_x != nullptr) {
+    // The transpose is the same row kernel over the CSC arrays: the "column"
+    // of position p is its target csc_row[p] and its weight w[csc_perm[p]].
+    cudaError_t err =
+        detail::launch_rows<T, true>(g.csc_ptr, g.csc_row, g.csc_perm, w, grad, grad_x, N, F, ctx.stream);
+    if (err != cudaSuccess) return err;
+  }
+  if (grad_w != nullptr && N > 0) {
+    detail::sddmm_kernel<T><<<detail::blocks_for_rows(N), detail::kThreads, 0, ctx.stream>>>(g.rowptr, g.col, grad, x,
+                                                                                            grad_w, N, F);
+    return detail::launch_status();
+  }
+  return cudaSuccess;
 }
 
-template <typename T>
-cudaError_t spmm_backward_w(const int64_t* rowptr, const int64_t* col, const T* grad_out, const T* x, T* grad_w,
-                            int64_t N, int64_t F, cudaStream_t stream) {
-  if (N <= 0) return cudaSuccess;
-  detail::sddmm_kernel<T><<<detail::blocks_for_rows(N), detail::kThreads, 0, stream>>>(rowptr, col, grad_out, x,
-                                                                                       grad_w, N, F);
-  return detail::launch_status();
-}
-
-#define GRAPHODE_INSTANTIATE_SPMM(T)                                                                              \
-  template cudaError_t spmm_forward<T>(const int64_t*, const int64_t*, const T*, const T*, T*, int64_t, int64_t,  \
-                                       cudaStream_t);                                                              \
-  template cudaError_t spmm_backward_x<T>(const int64_t*, const int64_t*, const int64_t*, const T*, const T*, T*, \
-                                          int64_t, int64_t, cudaStream_t);                                         \
-  template cudaError_t spmm_backward_w<T>(const int64_t*, const int64_t*, const T*, const T*, T*, int64_t,       \
-                                          int64_t, cudaStream_t);
+#define GRAPHODE_INSTANTIATE_SPMM(T)                                                                        \
+  template cudaError_t spmm_forward<T>(const GraphView&, const T*, const T*, int64_t, T*, Context);        \
+  template cudaError_t spmm_backward<T>(const GraphView&, const T*, const T*, const T*, int64_t, T*, T*, \
+                                        Context);
 
 GRAPHODE_INSTANTIATE_SPMM(float)
 GRAPHODE_INSTANTIATE_SPMM(double)

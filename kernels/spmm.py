@@ -1,4 +1,5 @@
-"""Triton SpMM over CSR/CSC: forward, transposed (grad_x) and SDDMM (grad_w).
+"""Triton kernels of spmm: SpMM over CSR/CSC, forward, transposed (grad_x)
+and SDDMM (grad_w).
 
 Tiling
 ------
@@ -29,12 +30,14 @@ from typing import Optional, Tuple
 import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from . import _common as C
+from ._plan import combine_sum
 
 
 @triton.jit
-def _spmm_kernel(
+def spmm_kernel(
     ptr, idx, perm, w, x, y, ws, chunks, n_chunks, F, CHUNK,
     HAS_PERM: tl.constexpr, MODE: tl.constexpr,
     BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr, ACC: tl.constexpr,
@@ -75,24 +78,9 @@ def _spmm_kernel(
         tl.store(ws + pid * F + f, out, mask=fm)
 
 
-@triton.jit
-def _combine_sum_kernel(ws, y, heavy, n_heavy, W, BLOCK: tl.constexpr):
-    # y[node, :W] = sum over the node's chunks c of ws[c, :W], in chunk order
-    # (deterministic).  Shared by every additive split reduction.
-    r = tl.program_id(0).to(tl.int64)
-    o = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    om = o < W
-    node = tl.load(heavy + r)
-    first = tl.load(heavy + n_heavy + r)
-    n = tl.load(heavy + 2 * n_heavy + r)
-    acc = tl.zeros([BLOCK], dtype=ws.dtype.element_ty)
-    for c in range(first, first + n):
-        acc += tl.load(ws + c * W + o, mask=om, other=0.0)
-    tl.store(y + node * W + o, acc.to(y.dtype.element_ty), mask=om)
-
 
 @triton.jit
-def _sddmm_kernel(
+def sddmm_kernel(
     rowptr, col, g, x, gw, chunks, n_chunks, F, CHUNK,
     MODE: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr, ACC: tl.constexpr,
 ):
@@ -121,16 +109,8 @@ def _sddmm_kernel(
         tl.store(gw + offs, tl.sum(acc, axis=1).to(gw.dtype.element_ty), mask=em)
 
 
+
 # --------------------------------------------------------------------------- launchers
-def combine_sum(ws: torch.Tensor, out: torch.Tensor, heavy: torch.Tensor, W: int) -> None:
-    """``out.view(N, W)[node] = sum of ws[chunks of node]`` for every heavy node."""
-    R = heavy.size(1)
-    if R == 0:
-        return
-    B = min(C.next_pow2(W), 256)
-    _combine_sum_kernel[(R, triton.cdiv(W, B))](ws, out, heavy, R, W, BLOCK=B, num_warps=2)
-
-
 def _rowwise_spmm(ptr, idx, perm, w, x, y, plan, chunk: int) -> None:
     """``y[n] = sum_{p in ptr[n]:ptr[n+1]} w[perm[p] or p] * x[idx[p]]`` for all n."""
     N, F = y.shape
@@ -145,13 +125,13 @@ def _rowwise_spmm(ptr, idx, perm, w, x, y, plan, chunk: int) -> None:
     nf = triton.cdiv(F, BF)
     nw = C.num_warps(BE * BF)
     n_chunks = chunks.size(1)
-    _spmm_kernel[(N, nf)](
+    spmm_kernel[(N, nf)](
         ptr, idx, perm_arg, w, x, y, y, chunks, n_chunks, F, chunk,
         HAS_PERM=has_perm, MODE=0, BLOCK_E=BE, BLOCK_F=BF, ACC=ACC, num_warps=nw,
     )
     if n_chunks:
         ws = torch.empty(n_chunks, F, dtype=C.acc_torch_dtype(x.dtype), device=x.device)
-        _spmm_kernel[(n_chunks, nf)](
+        spmm_kernel[(n_chunks, nf)](
             ptr, idx, perm_arg, w, x, y, ws, chunks, n_chunks, F, chunk,
             HAS_PERM=has_perm, MODE=1, BLOCK_E=BE, BLOCK_F=BF, ACC=ACC, num_warps=nw,
         )
@@ -190,11 +170,49 @@ def spmm_backward(
             ACC = C.acc_dtype(x.dtype)
             nw = C.num_warps(BE * BF)
             n_chunks = chunks.size(1)
-            _sddmm_kernel[(N,)](rowptr, col, g, x, gw, chunks, n_chunks, F, chunk,
+            sddmm_kernel[(N,)](rowptr, col, g, x, gw, chunks, n_chunks, F, chunk,
                                 MODE=0, BLOCK_E=BE, BLOCK_F=BF, ACC=ACC, num_warps=nw)
             if n_chunks:
-                _sddmm_kernel[(n_chunks,)](rowptr, col, g, x, gw, chunks, n_chunks, F, chunk,
+                sddmm_kernel[(n_chunks,)](rowptr, col, g, x, gw, chunks, n_chunks, F, chunk,
                                            MODE=1, BLOCK_E=BE, BLOCK_F=BF, ACC=ACC, num_warps=nw)
         elif E:
             gw.zero_()
+    return gw, gx
+
+# =========================================================================== custom ops
+# torch.ops.graphode_triton.spmm[_backward]: graph arrays first (the CSR/CSC
+# arrays and the split plans of _plan), the split size ``chunk`` last.  No
+# autograd here: graphode/ops/spmm.py holds the op's one autograd formula.
+@torch.library.custom_op("graphode_triton::spmm", mutates_args=())
+def spmm_op(
+    rowptr: Tensor, col: Tensor, csc_ptr: Tensor, csc_row: Tensor, csc_perm: Tensor,
+    row_heavy: Tensor, row_chunks: Tensor, col_heavy: Tensor, col_chunks: Tensor,
+    weight: Tensor, x: Tensor, chunk: int,
+) -> Tensor:
+    return spmm_forward(rowptr, col, (row_heavy, row_chunks), weight, x, chunk)
+
+
+@spmm_op.register_fake
+def _(rowptr, col, csc_ptr, csc_row, csc_perm, row_heavy, row_chunks, col_heavy, col_chunks, weight, x, chunk):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("graphode_triton::spmm_backward", mutates_args=())
+def spmm_backward_op(
+    rowptr: Tensor, col: Tensor, csc_ptr: Tensor, csc_row: Tensor, csc_perm: Tensor,
+    row_heavy: Tensor, row_chunks: Tensor, col_heavy: Tensor, col_chunks: Tensor,
+    grad_out: Tensor, weight: Tensor, x: Tensor, need_weight: bool, need_x: bool, chunk: int,
+) -> Tuple[Tensor, Tensor]:
+    gw, gx = spmm_backward(
+        grad_out, rowptr, col, csc_ptr, csc_row, csc_perm, (row_heavy, row_chunks), (col_heavy, col_chunks),
+        weight, x, need_weight, need_x, chunk,
+    )
+    return (gw if gw is not None else weight.new_empty(0)), (gx if gx is not None else x.new_empty(0))
+
+
+@spmm_backward_op.register_fake
+def _(rowptr, col, csc_ptr, csc_row, csc_perm, row_heavy, row_chunks, col_heavy, col_chunks,
+      grad_out, weight, x, need_weight, need_x, chunk):
+    gw = torch.empty_like(weight) if need_weight else weight.new_empty(0)
+    gx = torch.empty_like(x) if need_x else x.new_empty(0)
     return gw, gx

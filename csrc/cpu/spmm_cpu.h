@@ -1,4 +1,4 @@
-// graphode CPU kernels: SpMM over in-edges and its backward (header-only, no torch).
+// graphode CPU kernels of spmm: SpMM over in-edges and its backward (header-only, no torch).
 //
 //   forward      y[i]      = sum_{e = j->i} w[e] x[j]            CSR row pass
 //   grad weight  gw[e]     = <g[i], x[j]>      (SDDMM)           CSR row pass
@@ -20,12 +20,12 @@ constexpr int64_t kSpmmBlock = 512;
 /// y [N, F] = A x with A[i, j] = w[e] for e = j -> i.  w [E], x [N, F].
 /// Rows without in-edges get 0.  Returns a Status code.
 template <class T>
-int spmm_forward(const GraphView& g, const T* w, const T* x, int64_t F, T* y, int nthreads = 0) {
-  int st = validate(g, true, false, nthreads);
+int spmm_forward(const GraphView& g, const T* w, const T* x, int64_t F, T* y, Context ctx = {}) {
+  int st = validate(g, true, false);
   if (st != kOk) return st;
   const int64_t N = g.num_nodes, E = g.num_edges;
   if (N == 0 || F == 0) return kOk;
-  const int nt = plan_threads(nthreads, (E + N) * F);
+  const int nt = plan_threads(ctx.threads, (E + N) * F);
   int err = kOk;
   for_each_row_part(
       g.rowptr, N, E, nt, [] { return 0; },
@@ -50,14 +50,14 @@ int spmm_forward(const GraphView& g, const T* w, const T* x, int64_t F, T* y, in
 /// grad_x [N, F] (may be null): grad_x = A^T g, walked over the CSC arrays.
 template <class T>
 int spmm_backward(const GraphView& g, const T* grad, const T* w, const T* x, int64_t F, T* grad_w, T* grad_x,
-                  int nthreads = 0) {
+                  Context ctx = {}) {
   const bool need_w = grad_w != nullptr, need_x = grad_x != nullptr;
-  int st = validate(g, need_w, need_x, nthreads);
+  int st = validate(g, need_w, need_x);
   if (st != kOk) return st;
   const int64_t N = g.num_nodes, E = g.num_edges;
   int err = kOk;
   if (need_w && E > 0) {
-    const int nt = plan_threads(nthreads, E * F);
+    const int nt = plan_threads(ctx.threads, E * F);
     for_each_row_part(
         g.rowptr, N, E, nt, [] { return 0; },
         [&](int64_t r0, int64_t r1, int&) {
@@ -74,7 +74,7 @@ int spmm_backward(const GraphView& g, const T* grad, const T* w, const T* x, int
         });
   }
   if (need_x && N > 0 && F > 0) {
-    const int nt = plan_threads(nthreads, (E + N) * F);
+    const int nt = plan_threads(ctx.threads, (E + N) * F);
     for_each_row_part(
         g.csc_ptr, N, E, nt, [] { return std::vector<T>(kSpmmBlock); },
         [&](int64_t c0, int64_t c1, std::vector<T>& wbuf) {
@@ -106,6 +106,15 @@ int spmm_backward(const GraphView& g, const T* grad, const T* w, const T* x, int
   }
   return err;
 }
+
+// The float and double instances are compiled once, in spmm_cpu.cpp.
+#define GRAPHODE_SPMM_CPU_INSTANCES(EXTERN, T) \
+  EXTERN template int spmm_forward<T>(const GraphView&, const T*, const T*, int64_t, T*, Context); \
+  EXTERN template int spmm_backward<T>(const GraphView&, const T*, const T*, const T*, int64_t, T*, T*, Context);
+#ifndef GRAPHODE_CPU_INSTANTIATE
+GRAPHODE_SPMM_CPU_INSTANCES(extern, float)
+GRAPHODE_SPMM_CPU_INSTANCES(extern, double)
+#endif
 
 }  // namespace cpu
 }  // namespace graphode
