@@ -28,26 +28,7 @@ struct GraphView {
 // own transpose's edge permutation, the inverse of csc_perm, is not at hand:
 // csc_perm is null, so only kernels that need no CSC arrays may take it.)
 inline GraphView transposed(const GraphView& g) {
-  GraphView t = g;
-  t.rowptr = g.csc_ptr;
-  t.col = g.csc_row;
-  t.csc_ptr = g.rowptr;
-  t.csc_row = g.col;
-  t.csc_perm = nullptr;
-  return t;
-}
-
-// The transpose as a CSR view: rows are sources, col[p] their targets.  (Its
-// own transpose's edge permutation, the inverse of csc_perm, is not at hand:
-// csc_perm is null, so only kernels that need no CSC arrays may take it.)
-inline GraphView transposed(const GraphView& g) {
-  GraphView t = g;
-  t.rowptr = g.csc_ptr;
-  t.col = g.csc_row;
-  t.csc_ptr = g.rowptr;
-  t.csc_row = g.col;
-  t.csc_perm = nullptr;
-  return t;
+  return {g.csc_ptr, g.csc_row, g.rowptr, g.col, nullptr, g.num_nodes, g.num_edges};
 }
 
 // Status codes of the CPU kernels.  They never throw and never read out of

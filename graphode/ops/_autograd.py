@@ -31,7 +31,11 @@ def first_order_only(op: str):
                 outputs = backward(ctx, *grads)
             if not torch.is_grad_enabled():  # the usual case: create_graph=False
                 return outputs
-            err_fn = _functions.DelayedError(message, len(outputs))
+            # The error node takes the gradients AND every saved input or incoming
+            # gradient that requires grad, so that differentiating a returned gradient
+            # with respect to any of them reaches it (and raises).
+            saved = [t for t in ctx.saved_tensors if t is not None and t.requires_grad]
+            extra = saved + [g for g in grads if isinstance(g, torch.Tensor) and g.requires_grad]
 
             def fake_requires_grad(t):
                 if t is not None:
@@ -39,7 +43,8 @@ def first_order_only(op: str):
                     t.requires_grad = True
                 return t
 
-            return err_fn(*[fake_requires_grad(t) for t in outputs])
+            err_fn = _functions.DelayedError(message, len(outputs) + len(extra))
+            return tuple(err_fn(*[fake_requires_grad(t) for t in outputs], *extra)[: len(outputs)])
 
         return wrapper
 

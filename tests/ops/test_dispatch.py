@@ -115,10 +115,10 @@ def test_backend_without_the_op(monkeypatch):
     monkeypatch.setattr(_dispatch, "_modules", {"cpu": _NoOps()})
     monkeypatch.setattr(_dispatch, "_errors", {})
     cpu = torch.device("cpu")
-    assert ops.resolve_backend(None, cpu, "spmm") == "reference"
+    assert ops.resolve_backend(None, cpu, op="spmm") == "reference"
     assert ops.resolve_backend(None, cpu) == "cpu"
     with pytest.raises(ops.BackendUnavailableError, match="no kernels for 'spmm'"):
-        ops.resolve_backend("cpu", cpu, "spmm")
+        ops.resolve_backend("cpu", cpu, op="spmm")
     g, w, x, q, k = _small()
     torch.testing.assert_close(ops.spmm(g, w, x), ref.spmm(g, w, x))  # served by the reference
 
