@@ -82,3 +82,27 @@ def check_launch(t: torch.Tensor) -> None:
             )
         return
     raise RuntimeError(f"graphode.kernels: unsupported device {t.device} (CUDA tensors, or CPU under TRITON_INTERPRET=1)")
+
+
+@triton.jit
+def row_range(ptr, chunks, n_chunks, pid, CHUNK, MODE: tl.constexpr):
+    """``(node, start, end, light)``: what program ``pid`` of a row kernel works on.
+
+    ``MODE == 0``: row ``node = pid``, its edges ``ptr[node] .. ptr[node + 1]``;
+    a heavy row (more than ``CHUNK`` edges) gets an empty range and ``light``
+    False (it stores nothing: its chunks run with ``MODE != 0``, see ``_plan``).
+    ``MODE != 0``: chunk ``pid`` of ``chunks`` (rows ``node``, ``start``, ``end``);
+    ``light`` True.  Kernels build store masks as ``x < tl.where(light, X, 0)``
+    (a scalar bool and-ed into a block mask trips the interpreter)."""
+    if MODE == 0:
+        node = pid
+        start = tl.load(ptr + node)
+        end = tl.load(ptr + node + 1)
+        light = (end - start) <= CHUNK
+        end = tl.where(light, end, start)
+    else:
+        node = tl.load(chunks + pid)
+        start = tl.load(chunks + n_chunks + pid)
+        end = tl.load(chunks + 2 * n_chunks + pid)
+        light = start <= end
+    return node, start, end, light

@@ -34,19 +34,10 @@ def attention_diffusion_forward_kernel(
     f = pf * BLOCK_F + tl.arange(0, BLOCK_F)
     hm = h < H
     fm = f < F
-    if MODE == 0:
-        node = pid
-        start = tl.load(rowptr + node)
-        end = tl.load(rowptr + node + 1)
-        light = (end - start) <= CHUNK
-        end = tl.where(light, end, start)
-        f_store = tl.where(light, F, 0)
-        h_store = tl.where(light & (pf == 0), H, 0)
+    node, start, end, light = C.row_range(rowptr, chunks, n_chunks, pid, CHUNK, MODE)
+    f_store = tl.where(light, F, 0)
+    h_store = tl.where(light & (pf == 0), H, 0)
     HD = H * D
-    if MODE == 1:
-        node = tl.load(chunks + pid)
-        start = tl.load(chunks + n_chunks + pid)
-        end = tl.load(chunks + 2 * n_chunks + pid)
     qm = hm[:, None] & (d[None, :] < D)
     qi = tl.load(q + node * HD + h[:, None] * D + d[None, :], mask=qm, other=0.0).to(ACC) * scale
     m = tl.full([BLOCK_H], float("-inf"), dtype=ACC)
@@ -99,18 +90,8 @@ def attention_diffusion_backward_rows_kernel(
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
     hm = h < H
-    if MODE == 0:
-        node = pid
-        start = tl.load(rowptr + node)
-        end = tl.load(rowptr + node + 1)
-        light = (end - start) <= CHUNK
-        end = tl.where(light, end, start)
-        h_store = tl.where(light, H, 0)
-    else:
-        node = tl.load(chunks + pid)
-        start = tl.load(chunks + n_chunks + pid)
-        end = tl.load(chunks + 2 * n_chunks + pid)
-        h_store = H
+    node, start, end, light = C.row_range(rowptr, chunks, n_chunks, pid, CHUNK, MODE)
+    h_store = tl.where(light, H, 0)
     HD = H * D
     qm = hm[:, None] & (d[None, :] < D)
     qi = tl.load(q + node * HD + h[:, None] * D + d[None, :], mask=qm, other=0.0).to(ACC) * scale
@@ -190,20 +171,9 @@ def attention_diffusion_backward_cols_kernel(
     fo = pf * BLOCK_F + tl.arange(0, BLOCK_F)
     hm = h < H
     fom = fo < F
-    if MODE == 0:
-        node = pid
-        start = tl.load(csc_ptr + node)
-        end = tl.load(csc_ptr + node + 1)
-        light = (end - start) <= CHUNK
-        end = tl.where(light, end, start)
-        f_store = tl.where(light, F, 0)
-        h_store = tl.where(light & (pf == 0), H, 0)
-    else:
-        node = tl.load(chunks + pid)
-        start = tl.load(chunks + n_chunks + pid)
-        end = tl.load(chunks + 2 * n_chunks + pid)
-        f_store = F
-        h_store = tl.where(pf == 0, H, 0)
+    node, start, end, light = C.row_range(csc_ptr, chunks, n_chunks, pid, CHUNK, MODE)
+    f_store = tl.where(light, F, 0)
+    h_store = tl.where(light & (pf == 0), H, 0)
     HD = H * D
     qm = hm[:, None] & (d[None, :] < D)
     kj = tl.load(k + node * HD + h[:, None] * D + d[None, :], mask=qm, other=0.0).to(ACC) * scale

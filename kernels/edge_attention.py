@@ -28,15 +28,7 @@ def edge_attention_forward_kernel(
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
     hm = h < H
-    if MODE == 0:
-        node = pid
-        start = tl.load(rowptr + node)
-        end = tl.load(rowptr + node + 1)
-        end = tl.where((end - start) <= CHUNK, end, start)
-    else:
-        node = tl.load(chunks + pid)
-        start = tl.load(chunks + n_chunks + pid)
-        end = tl.load(chunks + 2 * n_chunks + pid)
+    node, start, end, light = C.row_range(rowptr, chunks, n_chunks, pid, CHUNK, MODE)
     HD = H * D
     qm = hm[:, None] & (d[None, :] < D)
     qi = tl.load(q + node * HD + h[:, None] * D + d[None, :], mask=qm, other=0.0).to(ACC) * scale
@@ -90,18 +82,8 @@ def edge_attention_backward_rows_kernel(
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
     hm = h < H
-    if MODE == 0:
-        node = pid
-        start = tl.load(rowptr + node)
-        end = tl.load(rowptr + node + 1)
-        light = (end - start) <= CHUNK
-        end = tl.where(light, end, start)
-        h_store = tl.where(light, H, 0)
-    else:
-        node = tl.load(chunks + pid)
-        start = tl.load(chunks + n_chunks + pid)
-        end = tl.load(chunks + 2 * n_chunks + pid)
-        h_store = H
+    node, start, end, light = C.row_range(rowptr, chunks, n_chunks, pid, CHUNK, MODE)
+    h_store = tl.where(light, H, 0)
     HD = H * D
     qm = hm[:, None] & (d[None, :] < D)
     if MODE != 2:
@@ -153,18 +135,8 @@ def edge_attention_backward_cols_kernel(
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, BLOCK_D)
     hm = h < H
-    if MODE == 0:
-        node = pid
-        start = tl.load(csc_ptr + node)
-        end = tl.load(csc_ptr + node + 1)
-        light = (end - start) <= CHUNK
-        end = tl.where(light, end, start)
-        h_store = tl.where(light, H, 0)
-    else:
-        node = tl.load(chunks + pid)
-        start = tl.load(chunks + n_chunks + pid)
-        end = tl.load(chunks + 2 * n_chunks + pid)
-        h_store = H
+    node, start, end, light = C.row_range(csc_ptr, chunks, n_chunks, pid, CHUNK, MODE)
+    h_store = tl.where(light, H, 0)
     HD = H * D
     qm = hm[:, None] & (d[None, :] < D)
     acc = tl.zeros([BLOCK_E, BLOCK_H, BLOCK_D], dtype=ACC)

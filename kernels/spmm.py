@@ -46,19 +46,8 @@ def spmm_kernel(
     pid = tl.program_id(0).to(tl.int64)
     f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     fm = f < F
-    if MODE == 0:
-        node = pid
-        start = tl.load(ptr + node)
-        end = tl.load(ptr + node + 1)
-        light = (end - start) <= CHUNK
-        end = tl.where(light, end, start)  # heavy rows: empty loop, no store
-        # (a scalar bool and-ed into a block mask trips the interpreter, so the
-        # store mask is built as f < (F or 0))
-        f_store = tl.where(light, F, 0)
-    else:
-        node = tl.load(chunks + pid)
-        start = tl.load(chunks + n_chunks + pid)
-        end = tl.load(chunks + 2 * n_chunks + pid)
+    node, start, end, light = C.row_range(ptr, chunks, n_chunks, pid, CHUNK, MODE)  # heavy rows: no store
+    f_store = tl.where(light, F, 0)
     acc = tl.zeros([BLOCK_E, BLOCK_F], dtype=ACC)
     for e0 in range(start, end, BLOCK_E):
         offs = e0 + tl.arange(0, BLOCK_E)
@@ -86,15 +75,7 @@ def sddmm_kernel(
 ):
     # gw[e] = <g[i], x[col[e]]> for the edges e of row i (or of one chunk of it)
     pid = tl.program_id(0).to(tl.int64)
-    if MODE == 0:
-        node = pid
-        start = tl.load(rowptr + node)
-        end = tl.load(rowptr + node + 1)
-        end = tl.where((end - start) <= CHUNK, end, start)
-    else:
-        node = tl.load(chunks + pid)
-        start = tl.load(chunks + n_chunks + pid)
-        end = tl.load(chunks + 2 * n_chunks + pid)
+    node, start, end, light = C.row_range(rowptr, chunks, n_chunks, pid, CHUNK, MODE)
     for e0 in range(start, end, BLOCK_E):
         offs = e0 + tl.arange(0, BLOCK_E)
         em = offs < end
