@@ -90,7 +90,8 @@ def _verdict(rows, p, authors_rows=None) -> str:
         b = _acc(authors_rows)
         d = a.mean() - b.mean()
         se = np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size) if a.size > 1 and b.size > 1 else float("nan")
-        notes.append(f"{d:+.1f} ± {se:.1f} (s.e.) vs the authors' code")
+        notes.append(f"{d:+.1f} ± {se:.1f} (s.e.) vs the authors' code" if np.isfinite(se) else
+                     f"{d:+.1f} vs the authors' code (no standard error from {min(a.size, b.size)} run)")
     return "; ".join(notes)
 
 

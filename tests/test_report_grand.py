@@ -127,3 +127,9 @@ def test_readme_make_run_recording_is_of_todays_make_run():
     assert rec["output"][0] == head
     p = published_accuracy("grand-l", "cora", split)
     assert f"{p['mean']} ± {p['std']})" in rec["output"][-1] and "(grand split)" in rec["output"][-1]
+
+
+def test_verdict_against_one_run_of_the_authors_code_has_no_standard_error():
+    ours = [_rec("a", s, acc) for s, acc in enumerate((0.74, 0.72))]
+    v = R._verdict(ours, (73.3, 0.4), [_rec("c", 0, 0.75, who="authors")])
+    assert v == "within the paper's std; -2.0 vs the authors' code (no standard error from 1 run)"
