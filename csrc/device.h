@@ -64,6 +64,8 @@ void dispatch_float(const char* op, const at::Tensor& t, Fn&& fn) {
 inline at::Tensor empty0(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
 struct Cpu {
+  // The CPU kernels implement the attention options (csrc/cpu/edge_attention_cpu.h).
+  static constexpr bool kAttentionOptions = true;
   struct Guard {
     explicit Guard(const at::Device&) {}
   };
@@ -79,6 +81,7 @@ struct Cpu {
 
 #ifdef GRAPHODE_WITH_CUDA
 struct Cuda {
+  static constexpr bool kAttentionOptions = false;
   using Guard = c10::cuda::CUDAGuard;
   // (c10::cuda::getCurrentCUDAStream is what at::cuda::getCurrentCUDAStream
   // re-exports; the c10 header avoids pulling in cuBLAS/cuSPARSE headers.)

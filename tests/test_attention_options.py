@@ -218,7 +218,7 @@ def test_automatic_dispatch_falls_back_to_reference_for_missing_options(monkeypa
                 with ctx, pytest.raises(ops.BackendUnavailableError, match="normalize='squareplus'"):
                     ops.attention_diffusion(g, q, k, x, normalize="squareplus")
         with pytest.raises(ops.BackendUnavailableError, match=f"{b!r} does not implement"):
-            ops.edge_attention(g, q, k, normalize_over="source", backend=b)
+            ops.attention_diffusion(g, q, k, x, normalize_over="source", backend=b)
     # a backend module without a declaration implements the defaults only
     class Bare:
         pass

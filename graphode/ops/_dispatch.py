@@ -31,10 +31,11 @@ ops (``graphode/ops/<op>.py``) and nothing else:
 So an op is added to a backend by defining its custom op there
 (``csrc/<op>.cpp`` or ``kernels/<op>.py``); nothing here changes.
 
-Attention options: a backend may declare ``ATTENTION_OPTIONS``, the values of
-each attention option (``score``, ``normalize``, ``normalize_over``) it
-implements; without the declaration it implements the defaults
-(:data:`DEFAULT_ATTENTION_OPTIONS`) only.  When the automatically chosen backend
+Attention options: a backend may declare what it implements of each attention
+option (``score``, ``normalize``, ``normalize_over``), per op with a method
+``attention_options(op) -> {option: values}`` or for every op with a
+dictionary ``ATTENTION_OPTIONS``; without a declaration it implements the
+defaults (:data:`DEFAULT_ATTENTION_OPTIONS`) only.  When the automatically chosen backend
 lacks an option a call asks for, that call runs on "reference"; a backend the
 user asked for (per call, per block, globally or by the environment) that lacks
 it raises :class:`BackendUnavailableError` naming the option.
@@ -176,15 +177,28 @@ def _has_op(name: str, op: Optional[str]) -> bool:
     return op is None or name == "reference" or _load(name).supports(op)
 
 
-def backend_supports(name: str, options: Optional[Mapping[str, str]]) -> Optional[str]:
-    """None when backend ``name`` (importable) implements every ``option=value`` in ``options``,
-    else the first one it lacks, as ``"key='value'"``."""
+#: The ops that take attention options.
+ATTENTION_OPS = ("edge_attention", "attention_diffusion")
+
+
+def _declared_options(mod, op: str) -> Mapping[str, Tuple[str, ...]]:
+    per_op = getattr(mod, "attention_options", None)
+    if per_op is not None:
+        return per_op(op)
+    return getattr(mod, "ATTENTION_OPTIONS", DEFAULT_ATTENTION_OPTIONS)
+
+
+def backend_supports(name: str, options: Optional[Mapping[str, str]], op: Optional[str] = None) -> Optional[str]:
+    """None when backend ``name`` (importable) implements every ``option=value`` in ``options``
+    for ``op`` (None: for every attention op), else the first one it lacks, as ``"key='value'"``."""
     if not options or name == "reference":
         return None
-    declared = getattr(backend_module(name), "ATTENTION_OPTIONS", DEFAULT_ATTENTION_OPTIONS)
-    for key, value in options.items():
-        if value not in declared.get(key, DEFAULT_ATTENTION_OPTIONS.get(key, ())):
-            return f"{key}={value!r}"
+    mod = backend_module(name)
+    for o in (op,) if op in ATTENTION_OPS else ATTENTION_OPS:
+        declared = _declared_options(mod, o)
+        for key, value in options.items():
+            if value not in declared.get(key, DEFAULT_ATTENTION_OPTIONS.get(key, ())):
+                return f"{key}={value!r}"
     return None
 
 
@@ -210,7 +224,7 @@ def resolve_backend(backend: Optional[str], device: torch.device, options: Optio
         else:
             candidates = ()
         for cand in candidates:
-            if _load(cand) is not None and _has_op(cand, op) and backend_supports(cand, options) is None:
+            if _load(cand) is not None and _has_op(cand, op) and backend_supports(cand, options, op) is None:
                 return cand
         return "reference"
     # An explicitly requested backend must exist, suit the device and have the op.
@@ -225,10 +239,11 @@ def resolve_backend(backend: Optional[str], device: torch.device, options: Optio
         raise BackendUnavailableError(
             f"backend 'triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got {device}"
         )
-    lacking = backend_supports(name, options)
+    lacking = backend_supports(name, options, op)
     if lacking is not None:
         raise BackendUnavailableError(
-            f"graphode backend {name!r} does not implement {lacking} yet; use backend='reference' "
+            f"graphode backend {name!r} does not implement {lacking}{f' for {op}' if op else ''} yet; "
+            "use backend='reference' "
             f"(or automatic selection, which falls back to 'reference' for this call)"
         )
     return name

@@ -19,7 +19,7 @@ from typing import Callable, Dict
 import torch
 
 from .._extension import extension_error, load_extension
-from ._dispatch import BackendUnavailableError
+from ._dispatch import DEFAULT_ATTENTION_OPTIONS, BackendUnavailableError
 
 _C = load_extension()
 if _C is None:  # dispatch turns this into "backend unavailable, how to build"
@@ -35,6 +35,14 @@ def has_cuda() -> bool:
     return bool(getattr(_C, "WITH_CUDA", False))
 
 
+#: The attention options that graphode._C's kernels implement, per backend and op
+#: (anything not listed: the defaults only; see _dispatch.backend_supports).
+ATTENTION_OPTIONS = {
+    ("cpu", "edge_attention"): {"score": ("scaled_dot",), "normalize": ("softmax", "squareplus"),
+                                "normalize_over": ("target", "source")},
+}
+
+
 class NativeBackend:
     """The ops of ``graphode._C`` on one dispatch key ("CPU" or "CUDA")."""
 
@@ -42,6 +50,10 @@ class NativeBackend:
         self.name, self.key = name, key
         self._ops: Dict[str, Callable] = {}
         self._has: Dict[str, bool] = {}
+
+    def attention_options(self, op: str):
+        """What the kernels of ``op`` implement of each attention option."""
+        return ATTENTION_OPTIONS.get((self.name, op), DEFAULT_ATTENTION_OPTIONS)
 
     def supports(self, op: str) -> bool:
         has = self._has.get(op)
@@ -56,7 +68,7 @@ class NativeBackend:
         fn = self._ops.get(op)
         if fn is None:
             fn = self._ops[op] = getattr(_ops, op).default
-        return fn, (*graph.csr(), *args)
+        return fn, ((*graph.csr(), *args) if graph is not None else args)
 
     def run(self, op: str, graph, *args):
         fn, full = self.bind(op, graph, *args)

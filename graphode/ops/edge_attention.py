@@ -67,18 +67,28 @@ def edge_attention(
     if name == "reference":
         return reference.edge_attention(graph, q, k, s, **kw)
     impl = backend_module(name)
+    extra = option_args(opts)
     if needs_grad(q, k):
-        return _EdgeAttention.apply(impl, graph, q, k, s)
-    return impl.run("edge_attention", graph, q, k, s)
+        return _EdgeAttention.apply(impl, graph, q, k, s, extra)
+    return impl.run("edge_attention", graph, q, k, s, *extra)
+
+
+def option_args(opts) -> tuple:
+    """The trailing arguments of the custom ops for the non-default options ``opts``
+    (``normalize``: 0 softmax, 1 squareplus; ``over_source``); none for the defaults,
+    so that backends without the options keep their signature."""
+    if not opts:
+        return ()
+    return (int(opts.get("normalize") == "squareplus"), opts.get("normalize_over") == "source")
 
 
 class _EdgeAttention(torch.autograd.Function):
     """The autograd formula of edge_attention for every compiled backend."""
 
     @staticmethod
-    def forward(ctx, impl, graph, q, k, scale):
-        attn = impl.run("edge_attention", graph, q, k, scale)
-        ctx.impl, ctx.graph, ctx.scale = impl, graph, scale
+    def forward(ctx, impl, graph, q, k, scale, extra):
+        attn = impl.run("edge_attention", graph, q, k, scale, *extra)
+        ctx.impl, ctx.graph, ctx.scale, ctx.extra = impl, graph, scale, extra
         ctx.save_for_backward(q, k, attn)
         return attn
 
@@ -86,17 +96,19 @@ class _EdgeAttention(torch.autograd.Function):
     @first_order_only("edge_attention")
     def backward(ctx, grad):
         q, k, attn = ctx.saved_tensors
-        gq, gk = ctx.impl.run("edge_attention_backward", ctx.graph, grad.contiguous(), attn, q, k, ctx.scale)
-        return None, None, gq if ctx.needs_input_grad[2] else None, gk if ctx.needs_input_grad[3] else None, None
+        gq, gk = ctx.impl.run("edge_attention_backward", ctx.graph, grad.contiguous(), attn, q, k, ctx.scale,
+                              *ctx.extra)
+        return (None, None, gq if ctx.needs_input_grad[2] else None, gk if ctx.needs_input_grad[3] else None,
+                None, None)
 
 
 # --------------------------------------------------------------------------- fake kernels of graphode._C
 @native_fake("edge_attention")
-def _(rowptr, col, csc_ptr, csc_row, csc_perm, q, k, scale):
+def _(rowptr, col, csc_ptr, csc_row, csc_perm, q, k, scale, normalize=0, over_source=False):
     torch._check(q.dim() == 3, lambda: "graphode::edge_attention: q must be [N, H, D]")
     return q.new_empty((col.shape[0], q.shape[1]))
 
 
 @native_fake("edge_attention_backward")
-def _(rowptr, col, csc_ptr, csc_row, csc_perm, grad_attn, attn, q, k, scale):
+def _(rowptr, col, csc_ptr, csc_row, csc_perm, grad_attn, attn, q, k, scale, normalize=0, over_source=False):
     return q.new_empty(q.shape), k.new_empty(k.shape)

@@ -165,3 +165,74 @@ def test_results_independent_of_thread_count():
         torch.set_num_threads(old)
     for a, b in zip(*outs):
         assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------- attention options
+OPTIONS = [("squareplus", "target"), ("squareplus", "source"), ("softmax", "source")]
+
+
+def _options_or_skip(backend, normalize, over):
+    from graphode.ops._dispatch import backend_supports
+
+    lacking = backend_supports(backend.name, {"normalize": normalize, "normalize_over": over}, "edge_attention")
+    if lacking is not None:
+        pytest.skip(f"{backend.name} does not implement {lacking} (automatic dispatch uses the reference)")
+
+
+@pytest.mark.graphs("tiny", "small", "hub", "powerlaw")
+@pytest.mark.parametrize("normalize,over", OPTIONS)
+def test_options_match_reference_float64(backend, graph, normalize, over):
+    """The GRAND authors' normalisations (squareplus with one global shift; groups of
+    sources) against graphode.ops.reference at float64: values and both gradients."""
+    _options_or_skip(backend, normalize, over)
+    g = graph
+    gen = torch.Generator().manual_seed(3)
+    q, k = (torch.randn(g.num_nodes, 3, 4, generator=gen, dtype=torch.float64).to(g.device).requires_grad_()
+            for _ in range(2))
+    a = ops.edge_attention(g, q, k, normalize=normalize, normalize_over=over, backend=backend.name)
+    r = ref.edge_attention(g, q, k, 0.5, normalize=normalize, normalize_over=over)
+    ga = torch.randn_like(r)
+    got = (a, *torch.autograd.grad(a, (q, k), ga))
+    want = (r, *torch.autograd.grad(r, (q, k), ga))
+    for x, y in zip(got, want):
+        assert float((x - y).abs().max()) <= TOL[torch.float64] * max(1.0, float(y.abs().max()))
+
+
+@pytest.mark.parametrize("normalize,over", OPTIONS)
+def test_options_gradcheck_and_opcheck(backend, normalize, over):
+    _options_or_skip(backend, normalize, over)
+    g = get_graph("tiny", backend.device)
+    gen = torch.Generator().manual_seed(4)
+    q, k = (torch.randn(g.num_nodes, 2, 3, generator=gen, dtype=torch.float64).to(g.device).requires_grad_()
+            for _ in range(2))
+    assert torch.autograd.gradcheck(
+        lambda q, k: ops.edge_attention(g, q, k, normalize=normalize, normalize_over=over, backend=backend.name),
+        (q, k))
+    impl = backend_module(backend.name)
+    code, src = int(normalize == "squareplus"), over == "source"
+    a = impl.run("edge_attention", g, q.detach(), k.detach(), 0.5, code, src)
+    torch.library.opcheck(*impl.bind("edge_attention", g, q.detach(), k.detach(), 0.5, code, src))
+    torch.library.opcheck(*impl.bind("edge_attention_backward", g, torch.randn_like(a), a, q.detach(), k.detach(),
+                                     0.5, code, src))
+
+
+def test_squareplus_gradient_through_tied_global_max(backend):
+    """Equal scores everywhere: every edge and head ties for the global max, and the
+    max's gradient is split evenly among them (as torch's max())."""
+    _options_or_skip(backend, "squareplus", "target")
+    g = get_graph("tiny", backend.device)
+    q, k = (torch.ones(g.num_nodes, 2, 2, dtype=torch.float64, device=g.device, requires_grad=True)
+            for _ in range(2))
+    a = ops.edge_attention(g, q, k, normalize="squareplus", backend=backend.name)
+    r = ref.edge_attention(g, q, k, 2 ** -0.5, normalize="squareplus")
+    ga = torch.randn_like(r)
+    for x, y in zip((a, *torch.autograd.grad(a, (q, k), ga)), (r, *torch.autograd.grad(r, (q, k), ga))):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.native
+def test_options_argument_errors(backend):
+    g = get_graph("tiny", backend.device)
+    q = torch.randn(g.num_nodes, 2, 3, device=g.device)
+    with pytest.raises(RuntimeError, match="normalize must be 0 \\(softmax\\) or 1 \\(squareplus\\), got 2"):
+        torch.ops.graphode.edge_attention(*g.csr(), q, q, 0.5, 2, False)
