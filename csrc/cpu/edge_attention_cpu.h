@@ -53,6 +53,42 @@ int edge_attention_forward(const GraphView& g, const T* q, const T* k, int64_t H
   return err;
 }
 
+// grad_k[j,h] = scale sum_{e=j->i} ds(e, i, h) q[i,h] for every source j: the
+// CSC pass of the backward kernels (prefetch(p) brings in what ds reads at CSC
+// position p, kPrefetchDistance positions ahead).
+template <class T, class Prefetch, class Ds>
+inline void grad_k_pass(const GraphView& g, const T* q, int64_t H, int64_t D, T scale, T* grad_k, int nt, int& err,
+                        Prefetch prefetch, Ds ds) {
+  const int64_t N = g.num_nodes, E = g.num_edges, HD = H * D;
+  for_each_row_part(
+      g.csc_ptr, N, E, nt, [&] { return std::vector<T>(HD); },
+      [&](int64_t c0, int64_t c1, std::vector<T>& buf) {
+        const int64_t part_end = g.csc_ptr[c1];
+        T* gk = buf.data();
+        for (int64_t j = c0; j < c1; ++j) {
+          const int64_t p0 = g.csc_ptr[j], p1 = g.csc_ptr[j + 1];
+          T* gkj = grad_k + j * HD;
+          if (!indices_ok(g.csc_row + p0, p1 - p0, N) || !indices_ok(g.csc_perm + p0, p1 - p0, E)) {
+            set_error(err, indices_ok(g.csc_row + p0, p1 - p0, N) ? kBadCscPerm : kBadCscRow);
+            fill(gkj, T(0), HD);
+            continue;
+          }
+          fill(gk, T(0), HD);
+          for (int64_t p = p0; p < p1; ++p) {
+            if (p + kPrefetchDistance < part_end) {
+              const int64_t pp = p + kPrefetchDistance;
+              prefetch_row(q + g.csc_row[pp] * HD, HD * sizeof(T));
+              prefetch(pp);
+            }
+            const int64_t e = g.csc_perm[p], i = g.csc_row[p];
+            const T* qi = q + i * HD;
+            for (int64_t h = 0; h < H; ++h) axpy(gk + h * D, ds(e, i, h), qi + h * D, D);
+          }
+          scale_to(gkj, scale, gk, HD);
+        }
+      });
+}
+
 /// Backward of edge_attention_forward for grad_attn [E, H].
 /// With ds_eh = a_eh (ga_eh - r_ih), r_ih = sum_{e in row i} a_eh ga_eh:
 ///   grad_q[i,h] = scale sum_{e=j->i} ds_eh k[j,h]      (row pass)
@@ -106,38 +142,13 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
         }
       });
   if (!need_k) return err;
-  for_each_row_part(
-      g.csc_ptr, N, E, nt, [&] { return std::vector<T>(HD); },
-      [&](int64_t c0, int64_t c1, std::vector<T>& buf) {
-        const int64_t part_end = g.csc_ptr[c1];
-        T* gk = buf.data();
-        for (int64_t j = c0; j < c1; ++j) {
-          const int64_t p0 = g.csc_ptr[j], p1 = g.csc_ptr[j + 1];
-          T* gkj = grad_k + j * HD;
-          if (!indices_ok(g.csc_row + p0, p1 - p0, N) || !indices_ok(g.csc_perm + p0, p1 - p0, E)) {
-            set_error(err, indices_ok(g.csc_row + p0, p1 - p0, N) ? kBadCscPerm : kBadCscRow);
-            fill(gkj, T(0), HD);
-            continue;
-          }
-          fill(gk, T(0), HD);
-          for (int64_t p = p0; p < p1; ++p) {
-            if (p + kPrefetchDistance < part_end) {
-              const int64_t pp = p + kPrefetchDistance;
-              prefetch_row(q + g.csc_row[pp] * HD, HD * sizeof(T));
-              GRAPHODE_PREFETCH(attn + g.csc_perm[pp] * H);
-              GRAPHODE_PREFETCH(grad_attn + g.csc_perm[pp] * H);
-            }
-            const int64_t e = g.csc_perm[p], i = g.csc_row[p];
-            const T* qi = q + i * HD;
-            const T* ri = r_all + i * H;
-            for (int64_t h = 0; h < H; ++h) {
-              const T ds = attn[e * H + h] * (grad_attn[e * H + h] - ri[h]);
-              axpy(gk + h * D, ds, qi + h * D, D);
-            }
-          }
-          scale_to(gkj, scale, gk, HD);
-        }
-      });
+  grad_k_pass(
+      g, q, H, D, scale, grad_k, nt, err,
+      [&](int64_t pp) {
+        GRAPHODE_PREFETCH(attn + g.csc_perm[pp] * H);
+        GRAPHODE_PREFETCH(grad_attn + g.csc_perm[pp] * H);
+      },
+      [&](int64_t e, int64_t i, int64_t h) { return attn[e * H + h] * (grad_attn[e * H + h] - r_all[i * H + h]); });
   return err;
 }
 
@@ -364,29 +375,10 @@ int edge_attention_backward(const GraphView& g, const T* grad_attn, const T* att
           }
         });
   }
-  if (need_k) {
-    for_each_row_part(
-        g.csc_ptr, N, E, nt, [&] { return std::vector<T>(HD); },
-        [&](int64_t c0, int64_t c1, std::vector<T>& buf) {
-          T* acc = buf.data();
-          for (int64_t j = c0; j < c1; ++j) {
-            const int64_t p0 = g.csc_ptr[j], p1 = g.csc_ptr[j + 1];
-            T* gkj = grad_k + j * HD;
-            if (!indices_ok(g.csc_row + p0, p1 - p0, N) || !indices_ok(g.csc_perm + p0, p1 - p0, E)) {
-              set_error(err, indices_ok(g.csc_row + p0, p1 - p0, N) ? kBadCscPerm : kBadCscRow);
-              fill(gkj, T(0), HD);
-              continue;
-            }
-            fill(acc, T(0), HD);
-            for (int64_t p = p0; p < p1; ++p) {
-              const int64_t e = g.csc_perm[p];
-              const T* qi = q + g.csc_row[p] * HD;
-              for (int64_t h = 0; h < H; ++h) axpy(acc + h * D, gs[e * H + h], qi + h * D, D);
-            }
-            scale_to(gkj, scale, acc, HD);
-          }
-        });
-  }
+  if (need_k)
+    grad_k_pass(
+        g, q, H, D, scale, grad_k, nt, err, [&](int64_t pp) { GRAPHODE_PREFETCH(gs + g.csc_perm[pp] * H); },
+        [&](int64_t e, int64_t, int64_t h) { return gs[e * H + h]; });
   return err;
 }
 
