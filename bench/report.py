@@ -521,9 +521,12 @@ def render_gcn(data: dict) -> str:
             f"backend: {r0['backend']}.  `full` is one training epoch (forward with dropout, loss, backward, Adam "
             "step).  Peers: `pyg-adj_t` = PyG `GCNConv(cached=True)` on a `torch.sparse` CSR `adj_t` with "
             "graphode's dropout (on the input's non-zeros, sparse first product, `rand_like` masks); "
-            "`pyg-default` = the same layers on `edge_index` with `F.dropout`.")
+            "`pyg-default` = the same layers on `edge_index` with `F.dropout`.  `graphode-torch-dropout` = graphode "
+            "with `dropout_rng=\"torch\"` (`rand_like` masks, the GCN before the fused Philox dropout): its "
+            "time over graphode's is what the fused dropout saves.")
     return "\n".join([header(data), "", head, "",
-                      _model_table(rows, ["graphode", "graphode-reference", "pyg-adj_t", "pyg-default"],
+                      _model_table(rows, ["graphode", "graphode-reference", "graphode-torch-dropout", "pyg-adj_t",
+                                          "pyg-default"],
                                    f.get("pyg", ["pyg-adj_t", "pyg-default"]), f.get("goal"))])
 
 

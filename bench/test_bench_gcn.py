@@ -9,9 +9,13 @@ skips, dropout 0.6).  Providers, all from the same weights:
   when built; sparse input path, Â computed once);
 * ``graphode-reference``: the same model with the reference (pure PyTorch)
   SpMM (``ops.use_backend("reference")``): the composition;
+* ``graphode-torch-dropout``: ``graphode`` with ``dropout_rng="torch"`` (masks
+  drawn with ``rand_like`` and applied by separate elementwise ops, the GCN
+  before the fused dropout): its time over ``graphode``'s is what the fused
+  Philox dropout (``graphode.ops.dropout``) saves per epoch;
 * ``pyg-adj_t``: the same stack of PyG ``GCNConv(cached=True)`` layers on a
   ``torch.sparse`` CSR ``adj_t`` (PyG's fused sparse-matrix path, the
-  normalisation computed once) with the same dropout as graphode: on the
+  normalisation computed once) with graphode's dropout placement: on the
   input's non-zeros, the first layer's ``X W`` a sparse-dense product
   (``graphode.models.gcn._SparseInput``), and ``graphode.models.gcn.dropout``
   (``rand_like``) on the hidden layers -- the strongest PyG peer;
@@ -45,7 +49,7 @@ from graphode.models.gcn import GCN, _SparseInput, dropout
 ROUNDS = int(os.environ.get("GRAPHODE_BENCH_ROUNDS", bu.pick("5", "1")))
 LAYERS = int(os.environ.get("GRAPHODE_BENCH_LAYERS", bu.pick("64", "4")))
 STRICT = os.environ.get("GRAPHODE_BENCH_STRICT", "0") == "1"
-PROVIDERS = ("graphode", "graphode-reference", "pyg-adj_t", "pyg-default")
+PROVIDERS = ("graphode", "graphode-reference", "graphode-torch-dropout", "pyg-adj_t", "pyg-default")
 PYG = ("pyg-adj_t", "pyg-default")
 GOAL = 1.5
 MODES = ("fwd", "bwd", "full")
@@ -125,7 +129,10 @@ def setup():
         base = GCN(ds.num_features, 64, ds.num_classes, LAYERS, ds.graph)
         ref = GCN(ds.num_features, 64, ds.num_classes, LAYERS, ds.graph)
         ref.load_state_dict(base.state_dict())
+        tdrop = GCN(ds.num_features, 64, ds.num_classes, LAYERS, ds.graph, dropout_rng="torch")
+        tdrop.load_state_dict(base.state_dict())
         models = {"graphode": base, "graphode-reference": _WithBackend(ref, "reference"),
+                  "graphode-torch-dropout": tdrop,
                   "pyg-adj_t": _pyg_stack(ds, LAYERS, base, adj_t=True),
                   "pyg-default": _pyg_stack(ds, LAYERS, base, adj_t=False)}
         _setup.update(ds=ds, models={k: (m, torch.optim.Adam(m.parameters(), lr=0.005, weight_decay=5e-4))

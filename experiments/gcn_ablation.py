@@ -55,7 +55,7 @@ VARIANTS = {
                               rewiring_protocol="restart", rewiring_probe_epochs=200),
                   "the code's protocol with the paper's eq. 14 bound"),
 }
-KEYS = ("dataset", "layers", "variant", "seed", "patience", "epochs_cfg")
+KEYS = ("dataset", "layers", "variant", "seed", "patience", "epochs_cfg", "dropout_rng")
 
 
 def main(argv=None):
@@ -71,13 +71,13 @@ def main(argv=None):
         jobs = [dict(dataset=a.dataset, layers=L, variant=v, seed=s, patience=a.patience, **VARIANTS[v][0])
                 for s in range(a.first_seed, a.seeds) for L in a.layers for v in a.variants]
         run_grid(select_jobs(jobs, a), a.out, KEYS, a.epochs, data_root(a.data_root))
-    print(summary(read_jsonl(a.out), a.epochs, a.patience, a.dataset, a.layers))
+    print(summary(read_jsonl(a.out), a.epochs, a.patience, a.dataset, a.layers, rng=a.dropout_rng))
 
 
-def summary(records, epochs, patience, dataset, layers) -> str:
-    test = aggregate(records, ("dataset", "layers", "variant"), epochs, patience)
+def summary(records, epochs, patience, dataset, layers, rng=None) -> str:
+    test = aggregate(records, ("dataset", "layers", "variant"), epochs, patience, rng)
     val = aggregate([{**r, "test_acc": r["val_acc"]} for r in records], ("dataset", "layers", "variant"), epochs,
-                    patience)
+                    patience, rng)
     rows = []
     for v, (_, what) in VARIANTS.items():
         for L in layers:

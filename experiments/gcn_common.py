@@ -25,6 +25,20 @@ if ROOT not in sys.path:
 
 SHARED_DATA = os.environ.get("GRAPHODE_SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "datasets"))
 
+PAPER_FILE = os.path.join(ROOT, "graphode", "configs", "papers", "deep_gcn.yaml")
+_paper_cache: Dict[str, Any] = {}
+
+
+def paper_numbers() -> Dict[str, Any]:
+    """The paper's published figures (``graphode/configs/papers/deep_gcn.yaml``)."""
+    if not _paper_cache:
+        import yaml
+
+        with open(PAPER_FILE) as f:
+            _paper_cache.update(yaml.safe_load(f))
+    return _paper_cache
+
+
 #: The paper's training settings (Table 1 and the authors' code) for Cora / CiteSeer.
 TRAIN = {"optimizer": "adam", "lr": 0.005, "weight_decay": 5e-4, "hidden": 64, "dropout": 0.6}
 
@@ -64,12 +78,18 @@ def key_of(rec: Dict[str, Any], keys: Sequence[str]) -> tuple:
 
 #: What a run measured; every other field of a record is what identifies the run.
 RESULT_FIELDS = ("test_acc", "val_acc", "best_epoch", "skips", "skip_epochs", "time_s", "epoch_time_s",
-                 "probe_time_s", "final_val_acc")
+                 "probe_time_s", "final_val_acc", "max_test_acc", "budget_curve")
+
+
+#: The dropout random stream of a run (``graphode.models.gcn.DROPOUT_RNGS``): records
+#: written before the fused dropout existed carry no ``dropout_rng`` and used torch's.
+LEGACY_DROPOUT_RNG = "torch"
 
 
 def read_jsonl(path: Optional[str]) -> List[Dict[str, Any]]:
     """The records of ``path``; a run recorded twice (two processes sharing a grid
-    finished it both) is kept once, the first time."""
+    finished it both) is kept once, the first time.  Records without ``dropout_rng``
+    get ``LEGACY_DROPOUT_RNG``."""
     if not path or not os.path.exists(path):
         return []
     out, ids = [], set()
@@ -79,6 +99,7 @@ def read_jsonl(path: Optional[str]) -> List[Dict[str, Any]]:
             if not line:
                 continue
             rec = json.loads(line)
+            rec.setdefault("dropout_rng", LEGACY_DROPOUT_RNG)
             ident = json.dumps({k: v for k, v in rec.items() if k not in RESULT_FIELDS}, sort_keys=True)
             if ident not in ids:
                 ids.add(ident)
@@ -136,6 +157,11 @@ def train_one(model_name: str, dataset, config: Dict[str, Any], seed: int, epoch
         if not any(c is cb for c in tr.callbacks):
             tr.callbacks.append(cb)
     res = tr.fit(epochs=epochs, progress=False)
+    hist = res.get("history") or []
+    # a diagnostic only, never a selection: the highest test accuracy of any epoch (the
+    # authors' train.py prints it as "Best Overall" next to the best-validation figure)
+    res["max_test_acc"] = max((h["test_acc"] for h in hist), default=float("nan"))
+    res["budget_curve"] = budget_curve(hist)
     res = {k: v for k, v in res.items() if k != "history"}
     res["time_s"] = time.perf_counter() - t0
     res["skips"] = list(getattr(model, "skips", []) or [])
@@ -149,6 +175,24 @@ def train_one(model_name: str, dataset, config: Dict[str, Any], seed: int, epoch
     return res
 
 
+#: epoch budgets at which :func:`budget_curve` reads a run (a run of E epochs is, for its
+#: first K <= E epochs, the run of K epochs: same seed, same random stream)
+BUDGETS = (200, 400, 800, 1000, 1500, 2000, 2500, 3000, 3500)
+
+
+def budget_curve(history: Sequence[Dict[str, Any]]) -> Dict[str, List[float]]:
+    """``{str(K): [best epoch, val acc, test acc]}``: what the run would report had it been
+    trained for K epochs (the first best validation accuracy among epochs < K)."""
+    out: Dict[str, List[float]] = {}
+    best = (-1, -math.inf, float("nan"))
+    for e, h in enumerate(history):
+        if h["val_acc"] > best[1]:
+            best = (e, h["val_acc"], h["test_acc"])
+        if e + 1 in BUDGETS:
+            out[str(e + 1)] = [best[0], best[1], best[2]]
+    return out
+
+
 def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str], epochs: int,
              root: Optional[str]) -> List[Dict[str, Any]]:
     """Run every job (dict with ``dataset``, ``model``, ``seed``, ``split`` (optional) and
@@ -158,6 +202,8 @@ def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str]
     cache: Dict[str, Any] = {}
     stamp: Any = "unread"
     for job in jobs:
+        if "dropout_rng" not in job:  # record the stream the run uses (the GCN's default: philox)
+            job = with_rng(job, "philox")
         # Re-read --out when it changed: another process working on the same grid
         # (e.g. one started with --reverse) may have finished this job meanwhile.
         now = os.stat(out).st_mtime_ns if out and os.path.exists(out) else None
@@ -179,7 +225,8 @@ def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str]
         rec = {**job, "epochs_cfg": epochs, "test_acc": r["test_acc"], "val_acc": r["val_acc"],
                "best_epoch": r["best_epoch"], "skips": r["skips"], "skip_epochs": r.get("skip_epochs"),
                "time_s": round(r["time_s"], 2),
-               "epoch_time_s": r["epoch_time_s"]}
+               "epoch_time_s": r["epoch_time_s"], "max_test_acc": r["max_test_acc"],
+               "budget_curve": r["budget_curve"]}
         if "probe_time_s" in r:
             rec["probe_time_s"] = r["probe_time_s"]
         append_jsonl(out, rec)
@@ -190,14 +237,19 @@ def run_grid(jobs: List[Dict[str, Any]], out: Optional[str], keys: Sequence[str]
 
 
 def aggregate(records: List[Dict[str, Any]], keys: Sequence[str], epochs: Optional[int] = None,
-              patience: Any = "any"):
+              patience: Any = "any", dropout_rng: Optional[str] = None):
     """``{key tuple: (mean %, std %, n)}`` over seeds (population std, as numpy), over the
-    runs with ``epochs`` (None: any) and ``patience`` ("any": any)."""
+    runs with ``epochs`` (None: any), ``patience`` ("any": any) and ``dropout_rng``
+    (None: any; applies to graphode's GCN runs, the PyG baselines use F.dropout: a
+    table must not mix two random streams of one model)."""
     groups: Dict[tuple, List[float]] = {}
     for r in records:
         if epochs is not None and r.get("epochs_cfg") != epochs:
             continue
         if patience != "any" and r.get("patience") != patience:
+            continue
+        if (dropout_rng is not None and r.get("model") == "gcn"
+                and r.get("dropout_rng", LEGACY_DROPOUT_RNG) != dropout_rng):
             continue
         groups.setdefault(key_of(r, keys), []).append(100.0 * float(r["test_acc"]))
     return {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
@@ -221,14 +273,28 @@ def base_parser(desc: str, epochs: int, seeds: int, patience: Optional[int]) -> 
                         f"(the paper: none; default {patience})")
     p.add_argument("--part", type=int, default=0, help="run only jobs part::nparts (for parallel processes)")
     p.add_argument("--nparts", type=int, default=1)
+    p.add_argument("--dropout-rng", default="philox", choices=("philox", "torch"),
+                   help="dropout masks of the GCN runs: philox (graphode.ops.dropout, the default) or torch "
+                        "(rand_like, the stream of the runs recorded before 2026-12-03; use it to extend those "
+                        "tables).  Baselines (PyG) always use F.dropout and are recorded as torch.")
     p.add_argument("--reverse", action="store_true",
                    help="run the grid from its last job backwards; a second process with --reverse on the same "
                         "--out shares the grid with a forward one (each skips what the other has finished)")
     return p
 
 
+def with_rng(job: Dict[str, Any], rng: str) -> Dict[str, Any]:
+    """``job`` with its ``dropout_rng``: ``rng`` for graphode's GCN, ``"torch"`` for the PyG
+    baselines (their ``F.dropout``)."""
+    return {**job, "dropout_rng": rng if job.get("model") == "gcn" else "torch"}
+
+
 def select_jobs(jobs: List[Dict[str, Any]], args) -> List[Dict[str, Any]]:
-    """The jobs of this process: ``--part``/``--nparts`` slice, in ``--reverse`` order if asked."""
+    """The jobs of this process: ``--part``/``--nparts`` slice, in ``--reverse`` order if asked;
+    each job gets its ``dropout_rng`` (``--dropout-rng``, see :func:`with_rng`)."""
+    rng = getattr(args, "dropout_rng", None)
+    if rng is not None:
+        jobs = [with_rng(j, rng) for j in jobs]
     mine = jobs[args.part::args.nparts]
     return mine[::-1] if getattr(args, "reverse", False) else mine
 

@@ -2,14 +2,16 @@
 
     .venv/bin/python experiments/gcn_depth_plot.py \
         [--table2 experiments/results/gcn_table2.jsonl] \
-        [--table4 experiments/results/gcn_table4_1500.jsonl] \
+        [--table4 experiments/results/gcn_table4_paper.jsonl] [--ours "Ours, GF rule (paper)"] \
         [--epochs 1500] [--out docs/figures/gcn_accuracy_vs_depth.png]
 
 One panel per dataset of Table 2 (Glorot vs the isometric init, no rewiring)
 and one for Table 4 (vanilla GCN vs "ours" = init + rewiring, Cora).  Every run
 is a dot (the runs of deep plain GCNs are bimodal: a mean ± std hides that),
 the line is the mean over seeds, the dashed line the paper's figure.  Only the
-runs with ``--epochs`` (the paper's 1500) are drawn.
+runs with ``--epochs`` (the paper's 1500) and no early stop are drawn; each
+panel holds the runs of one dropout random stream (Table 2: torch's, Table 4:
+the fused Philox dropout), as its table in docs/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -24,19 +26,25 @@ from gcn_table2 import PAPER as PAPER2
 from gcn_table4 import PAPER as PAPER4
 from gcn_table4 import PAPER_LAYERS
 
+#: the "ours" method of the Table 4 panel (the default that docs/RESULTS.md selects)
+OURS = "Ours, GF rule (paper)"
+
 # (value in the records, paper key, colour, legend of the measured line, legend of the paper's line)
 TABLE2_SERIES = [("glorot", "glorot", "tab:red", "GCN, Glorot", "GCN"),
                  ("isometric-code", "isometric", "tab:blue", "GCN + isometric init (code's bound)", "GCN + init")]
-TABLE4_SERIES = [("Vanilla GCN", "Vanilla GCN", "tab:red", "vanilla GCN (Glorot)", "vanilla GCN"),
-                 ("Ours (init + rewiring)", "Ours (init + rewiring)", "tab:blue", "ours: init + GF rewiring", "ours")]
+def table4_series(ours: str):
+    return [("Vanilla GCN", "Vanilla GCN", "tab:red", "vanilla GCN (Glorot)", "vanilla GCN"),
+            (ours, "Ours (init + rewiring)", "tab:blue", f"ours: init + rewiring ({ours.split(', ', 1)[-1]})", "ours")]
 
 
 def runs_by_depth(records: List[dict], field: str, value: str, dataset: str,
                   epochs: int) -> Dict[int, List[float]]:
-    """``{layers: [test accuracy % of each seed]}`` for the runs with ``record[field] == value``."""
+    """``{layers: [test accuracy % of each seed]}`` for the runs with ``record[field] == value``
+    (``epochs`` epochs, no early stop)."""
     out: Dict[int, List[float]] = {}
     for r in records:
-        if r.get("dataset") == dataset and r.get(field) == value and r.get("epochs_cfg") == epochs:
+        if (r.get("dataset") == dataset and r.get(field) == value and r.get("epochs_cfg") == epochs
+                and r.get("patience") is None):
             out.setdefault(int(r["layers"]), []).append(100.0 * float(r["test_acc"]))
     return dict(sorted(out.items()))
 
@@ -70,7 +78,8 @@ def _panel(ax, series, paper_of, records, field, dataset, epochs) -> str:
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table2", default=os.path.join(ROOT, "experiments", "results", "gcn_table2.jsonl"))
-    p.add_argument("--table4", default=os.path.join(ROOT, "experiments", "results", "gcn_table4_1500.jsonl"))
+    p.add_argument("--table4", default=os.path.join(ROOT, "experiments", "results", "gcn_table4_paper.jsonl"))
+    p.add_argument("--ours", default=OURS, help="the Table 4 method drawn as 'ours'")
     p.add_argument("--epochs", type=int, default=1500)
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "figures", "gcn_accuracy_vs_depth.png"))
     a = p.parse_args(argv)
@@ -80,7 +89,8 @@ def main(argv=None) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t2, t4 = read_jsonl(a.table2), read_jsonl(a.table4)
+    t2 = [r for r in read_jsonl(a.table2) if r.get("dropout_rng") == "torch"]
+    t4 = [r for r in read_jsonl(a.table4) if r.get("dropout_rng") == "philox" or r.get("model") != "gcn"]
     datasets2 = [d for d in ("cora", "citeseer") if any(r.get("dataset") == d and r.get("epochs_cfg") == a.epochs
                                                          for r in t2)]
     fig, axes = plt.subplots(1, len(datasets2) + 1, figsize=(4.6 * (len(datasets2) + 1), 3.8), squeeze=False)
@@ -89,7 +99,7 @@ def main(argv=None) -> str:
                    t2, "init", d, a.epochs)
         ax.set_title(f"Table 2, {d}: init only ({n} seeds/point)", fontsize=9)
     ax = axes[0][-1]
-    n = _panel(ax, TABLE4_SERIES, lambda k: list(zip(PAPER_LAYERS, PAPER4.get(k, []))),
+    n = _panel(ax, table4_series(a.ours), lambda k: list(zip(PAPER_LAYERS, PAPER4.get(k, []))),
                t4, "method", "cora", a.epochs)
     ax.set_xscale("log", base=2)
     ax.set_xticks(PAPER_LAYERS, [str(L) for L in PAPER_LAYERS])

@@ -3,13 +3,19 @@ energy (layer x epoch heatmaps) of a 10-layer GCN on Cora, with and without
 the topology-aware initialisation and the gradient-guided rewiring.
 
     .venv/bin/python experiments/gcn_figures.py [--epochs 500] [--layers 10] [--out-dir docs/figures]
+    .venv/bin/python experiments/gcn_figures.py --dataset texas --split 0 --layers 32 --epochs 1500 \
+        --settings vanilla init_rewiring --tag table6_texas     # the runs of Table 6, monitored
 
 Writes ``gcn_gf_<setting>.png`` and ``gcn_de_<setting>.png`` (log10 colour
-scale) per setting, and the raw arrays to ``experiments/results/gcn_figures.npz``.
+scale) per setting (``gcn_<tag>_gf_<setting>.png`` with ``--tag``), the raw
+arrays to ``experiments/results/gcn_figures.npz`` (``gcn_<tag>.npz``) and the
+runs' results (test / validation accuracy, best epoch, skips) to the ``.json``
+beside it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -39,15 +45,24 @@ def main(argv=None):
     p.add_argument("--out-dir", default=os.path.join(ROOT, "docs", "figures"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-root", default=None)
+    p.add_argument("--dataset", default="cora")
+    p.add_argument("--split", type=int, default=0, help="split of a dataset with several (geom-gcn: 10)")
+    p.add_argument("--dropout-rng", default="torch", choices=("philox", "torch"),
+                   help="dropout masks (torch: as the committed Cora figures were made)")
+    p.add_argument("--tag", default=None, help="name of this set of figures (default: the Cora figures)")
     a = p.parse_args(argv)
     setup_threads(a.threads)
     from graphode.monitor import TrainingMonitor, plot_heatmap
 
-    ds = load("cora", data_root(a.data_root))
+    ds = load(a.dataset, data_root(a.data_root))
+    if ds.train_mask.dim() == 2:
+        ds = ds.split(a.split)
+    prefix = f"gcn_{a.tag}_" if a.tag else "gcn_"
+    stem = f"gcn_{a.tag}" if a.tag else "gcn_figures"
     os.makedirs(a.out_dir, exist_ok=True)
     arrays, runs = {}, {}
     for name in a.settings:
-        cfg = {**TRAIN, "model": "gcn", "layers": a.layers, **SETTINGS[name]}
+        cfg = {**TRAIN, "model": "gcn", "layers": a.layers, "dropout_rng": a.dropout_rng, **SETTINGS[name]}
         cfg.pop("model")
         mon = TrainingMonitor()
         r = train_one("gcn", ds, cfg, a.seed, a.epochs, extra_callbacks=[mon])
@@ -66,13 +81,18 @@ def main(argv=None):
         lo, hi = log_range(key)
         for name in a.settings:
             r = runs[name]
-            tag = f"{TITLES[name]} ({a.layers} layers, Cora): test {100 * r['test_acc']:.1f}%"
+            tag = f"{TITLES[name]} ({a.layers} layers, {a.dataset}): test {100 * r['test_acc']:.1f}%"
             tag += f"\nskips at layers {[s + 1 for s in r['skips']]}" if r["skips"] else "\nno skips"
-            plot_heatmap(arrays[f"{name}_{key}"], os.path.join(a.out_dir, f"gcn_{key}_{name}.png"),
+            plot_heatmap(arrays[f"{name}_{key}"], os.path.join(a.out_dir, f"{prefix}{key}_{name}.png"),
                          title=f"{what} -- {tag}", log=True, cbar_label=unit, ylabel="layer (1 = input)",
                          vmin=lo, vmax=hi)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    np.savez_compressed(os.path.join(HERE, "results", "gcn_figures.npz"), **arrays)
+    np.savez_compressed(os.path.join(HERE, "results", stem + ".npz"), **arrays)
+    meta = {"dataset": a.dataset, "split": a.split, "layers": a.layers, "epochs": a.epochs, "seed": a.seed,
+            "dropout_rng": a.dropout_rng,
+            "runs": {n: {k: runs[n][k] for k in ("test_acc", "val_acc", "best_epoch", "skips")} for n in a.settings}}
+    with open(os.path.join(HERE, "results", stem + ".json"), "w") as f:
+        json.dump(meta, f, indent=1)
 
 
 if __name__ == "__main__":

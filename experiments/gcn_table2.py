@@ -14,7 +14,7 @@ from gcn_common import (aggregate, base_parser, data_root, fmt, markdown_table, 
                         select_jobs, setup_threads)
 
 PAPER = paper("table2")  # experiments/gcn_paper.yaml
-KEYS = ("dataset", "layers", "init", "seed", "patience", "epochs_cfg")
+KEYS = ("dataset", "layers", "init", "seed", "patience", "epochs_cfg", "dropout_rng")
 
 
 def main(argv=None):
@@ -28,11 +28,11 @@ def main(argv=None):
         jobs = [dict(dataset=d, model="gcn", layers=L, init=i, seed=s, patience=a.patience)
                 for s in range(a.seeds) for d in a.datasets for L in a.layers for i in a.inits]
         run_grid(select_jobs(jobs, a), a.out, KEYS, a.epochs, data_root(a.data_root))
-    print(summary(read_jsonl(a.out), a.epochs, a.patience, a.datasets, a.layers, a.inits))
+    print(summary(read_jsonl(a.out), a.epochs, a.patience, a.datasets, a.layers, a.inits, rng=a.dropout_rng))
 
 
-def summary(records, epochs, patience, datasets, layers, inits) -> str:
-    agg = aggregate(records, ("dataset", "layers", "init"), epochs, patience)
+def summary(records, epochs, patience, datasets, layers, inits, rng=None) -> str:
+    agg = aggregate(records, ("dataset", "layers", "init"), epochs, patience, rng)
     out = []
     for d in datasets:
         header = ["init"] + [str(L) for L in layers]

@@ -352,6 +352,8 @@ GCN = Schema("gcn", RUN_KEYS + TRAIN_KEYS + _GCN_ARCH + [
         literals=("all",)),
     key("alpha", float, 1.0, "skip ratio of the skips given by 'skips'", ge=0),
     key("bias", bool, True, "layers have a bias"),
+    key("dropout_rng", str, "philox", "dropout masks: philox (graphode.ops.dropout, fused) or torch (rand_like, "
+        "the stream of the runs recorded before it)", choices=("philox", "torch")),
 ])
 
 GCN_BASELINES = Schema("gcn-baselines", RUN_KEYS + TRAIN_KEYS + _GCN_ARCH + [
@@ -360,6 +362,20 @@ GCN_BASELINES = Schema("gcn-baselines", RUN_KEYS + TRAIN_KEYS + _GCN_ARCH + [
     key("heads", int, 8, "GAT heads", ge=1),
     key("jk_mode", str, "cat", "JKNet aggregation", choices=("cat", "max", "lstm")),
     key("sgc_dropout", float, 0.0, "SGC input dropout", **_prob),
+    key("sgc_bias", bool, True, "SGC linear layer has a bias"),
+    key("sgc_dropout_after", bool, False, "SGC: dropout on the propagated features (the benchmark's) "
+        "instead of the input"),
+    key("jk_dropout_after", bool, False, "JKNet: dropout after each layer's ReLU only (the benchmark's order)"),
+    key("pyg_csr", bool, False, "GCNII / JKNet / tricks (not DropEdge): propagate with a normalised sparse "
+        "CSR adj_t"),
+    key("weight_decay_conv", float, None, "GCNII: weight decay of the convolutions (null: weight_decay)", ge=0,
+        null=True),
+    key("weight_decay_dense", float, None, "GCNII: weight decay of the dense layers (null: weight_decay)", ge=0,
+        null=True),
+    key("weight_decay_in", float, None, "APPNP: weight decay of the first layer (null: weight_decay)", ge=0,
+        null=True),
+    key("weight_decay_out", float, None, "APPNP: weight decay of the second layer (null: weight_decay)", ge=0,
+        null=True),
     key("skip", str, None, "tricks: skip connection", choices=("none", "residual", "initial", "jumping", "dense"),
         null=True),
     key("norm", str, None, "tricks: normalisation", choices=("none", "batch", "pair"), null=True),
@@ -368,7 +384,7 @@ GCN_BASELINES = Schema("gcn-baselines", RUN_KEYS + TRAIN_KEYS + _GCN_ARCH + [
 ], model_defaults={"gcn-dropedge": {"drop_edge": 0.3}},
     # the packaged deep-GCN configs, which the baselines train with, hold these keys of `gcn`
     inert={"init": "glorot", "rewiring": "none", "rewiring_p": 0.1, "rewiring_threshold": 0.4,
-           "rewiring_laplacian": "augmented",
+           "rewiring_laplacian": "augmented", "dropout_rng": "philox",
            "rewiring_alpha": 1.0, "rewiring_probe_epochs": None})
 
 #: a model registered without a schema: the run and training keys are checked, others pass

@@ -1,6 +1,6 @@
 """graphode's Triton backend (installed as ``graphode.kernels``).
 
-One module per op (``spmm``, ``edge_attention``, ``attention_diffusion``):
+One module per op (``spmm``, ``edge_attention``, ``attention_diffusion``, ``dropout``):
 its ``@triton.jit`` kernels, their launchers and the custom ops
 ``torch.ops.graphode_triton.<op>`` and ``<op>_backward`` (with fake
 implementations, so they trace under ``torch.compile``).  The custom ops take
@@ -27,7 +27,7 @@ from typing import Callable, Dict
 
 import torch
 
-from . import attention_diffusion, edge_attention, spmm  # noqa: F401  (register torch.ops.graphode_triton.*)
+from . import attention_diffusion, dropout, edge_attention, spmm  # noqa: F401  (register torch.ops.graphode_triton.*)
 from ._common import INTERPRET
 from ._plan import build_plan, col_plan, get_split_edges, row_plan, set_split_edges
 
@@ -52,10 +52,13 @@ def supports(op: str) -> bool:
 
 def bind(op: str, graph, *args):
     """``(torch.ops.graphode_triton.<op>.default, its full argument tuple)``: the graph's
-    arrays and plans, ``args``, the split size (tests run opcheck on it)."""
+    arrays and plans, ``args``, the split size (tests run opcheck on it); ``graph`` None
+    (an op without a graph, ``dropout``): ``args`` alone."""
     fn = _ops.get(op)
     if fn is None:
         fn = _ops[op] = getattr(torch.ops.graphode_triton, op).default
+    if graph is None:
+        return fn, args
     lead, chunk = graph_args(graph)
     return fn, (*lead, *args, chunk)
 

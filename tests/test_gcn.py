@@ -97,6 +97,34 @@ def test_dropout_distribution():
     assert dropout(x, 0.6, False) is x and torch.all(dropout(x, 1.0, True) == 0)
 
 
+@pytest.mark.skipif(__import__("graphode._extension")._extension.load_extension() is None, reason="_C not built")
+def test_dropout_rng_choice_reproducible_and_distinct():
+    from graphode import ops
+
+    g = _graph()
+    x = torch.randn(12, 5)
+
+    def out(rng, seed):
+        torch.manual_seed(0)
+        m = GCN(5, 16, 3, 4, g, dropout=0.5, dropout_rng=rng, sparse_input=False)
+        torch.manual_seed(seed)
+        return m(x)
+
+    assert torch.equal(out("philox", 1), out("philox", 1))        # seeded: reproducible
+    assert not torch.equal(out("philox", 1), out("philox", 2))
+    assert not torch.equal(out("philox", 1), out("torch", 1))     # another random stream
+    assert torch.equal(out("torch", 1), out("torch", 1))
+    # "philox" is graphode.ops.dropout, seeded from torch's generator
+    torch.manual_seed(3)
+    y = dropout(x, 0.5, True, rng="philox")
+    torch.manual_seed(3)
+    assert torch.equal(y, ops.dropout(x, 0.5))
+    with pytest.raises(ValueError, match="dropout_rng"):
+        GCN(5, 16, 3, 4, g, dropout_rng="cuda")
+    assert build_gcn(type("D", (), {"num_features": 5, "num_classes": 3, "graph": g})(),
+                     {"layers": 3, "dropout_rng": "torch"}).dropout_rng == "torch"
+
+
 def test_inits():
     g = _graph()
     torch.manual_seed(0)

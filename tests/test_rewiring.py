@@ -176,3 +176,62 @@ def test_probe_skips_helper():
     model = GCN(ds.num_features, 8, ds.num_classes, 5, ds.graph, dropout=0.0)
     skips = probe_skips(model, ds, GradientGuidedRewiring(p=1e9, apply=False), epochs=3)
     assert skips == [1, 2, 3] and model.skips == []
+
+
+def test_code_probe_protocol_matches_an_independent_reimplementation():
+    """The authors' code's probe (rewire_model.DeepGCN + utils2.dynamic_rewire, re-written
+    here, not copied): Adam on the training loss for the probe epochs; in every training
+    forward the energy tr(X^T L X) of each hidden layer's pre-ReLU output, L = I -
+    D^-1/2 A D^-1/2 of the graph without self loops (PyG get_laplacian "sym"), as a dense
+    matrix; the first value is the threshold; a layer is listed once its energy drops below
+    0.4 x threshold; no skip is applied during the probe.  float64, with dropout."""
+    ds = _toy_dataset(n=30, seed=3)
+    L, hidden, epochs, thr = 7, 8, 40, 0.4
+
+    def make():
+        torch.manual_seed(0)
+        return GCN(ds.num_features, hidden, ds.num_classes, L, ds.graph, init="isometric-code", dropout=0.3,
+                   dropout_rng="torch").double()
+
+    x = ds.x.double()
+    ds64 = type(ds)("toy", x, ds.y, ds.edge_index, ds.train_mask, ds.val_mask, ds.test_mask, ds.num_classes)
+
+    # graphode: GradientGuidedRewiring(dirichlet_energy, sym Laplacian, apply=False) in probe_skips
+    model = make()
+    torch.manual_seed(1)
+    rw = GradientGuidedRewiring(criterion="dirichlet_energy", threshold=thr, laplacian="sym", apply=False)
+    got = probe_skips(model, ds64, rw, epochs=epochs)
+
+    # independent: a dense Laplacian and a hand-written probe loop over the same model and RNG stream
+    model2 = make()
+    n = ds.num_nodes
+    A = torch.zeros(n, n, dtype=torch.float64)
+    A[ds.edge_index[0], ds.edge_index[1]] = 1.0
+    A.fill_diagonal_(0.0)
+    d = A.sum(1)
+    dinv = torch.where(d > 0, d.clamp_min(1e-300).rsqrt(), torch.zeros_like(d))
+    Lap = torch.eye(n, dtype=torch.float64) - dinv[:, None] * A * dinv[None, :]
+    opt = torch.optim.Adam(model2.parameters(), lr=0.005, weight_decay=5e-4)
+    model2.record_hidden = True
+    model2.train()
+    first, listed = {}, {}
+    torch.manual_seed(1)
+    for epoch in range(epochs):
+        opt.zero_grad()
+        out = model2(x)
+        torch.nn.functional.cross_entropy(out[ds.train_mask], ds.y[ds.train_mask]).backward()
+        for i in range(1, L - 1):  # hidden layers but the first (it is the skip's source)
+            if i in listed:
+                continue
+            h = model2.pre_activations[i]
+            e = float(torch.trace(h.T @ Lap @ h))
+            if i not in first:
+                first[i] = e
+            elif e < thr * first[i]:
+                listed[i] = epoch
+        opt.step()
+    assert got == sorted(listed) and rw.skips == listed
+    assert 0 < len(listed) < L - 2  # the rule flagged some layers and not others (the test has teeth)
+    for i, e0 in first.items():
+        assert rw.initial[i] == pytest.approx(e0, rel=1e-9)
+    assert model.skips == []  # the probe applies nothing

@@ -37,16 +37,24 @@ from ..config import GCN_INITS
 from ..graph import Graph
 from ..nn.init import isometric_
 
-__all__ = ["GraphConv", "GCN", "build_gcn", "dropout", "INITS"]
+__all__ = ["GraphConv", "GCN", "build_gcn", "dropout", "INITS", "DROPOUT_RNGS"]
 
 INITS = GCN_INITS
 
+#: ``dropout_rng`` choices: ``"philox"`` (:func:`graphode.ops.dropout`, one fused
+#: pass, counter-based mask) or ``"torch"`` (``rand_like``: the random stream of
+#: every run before the fused op existed; same distribution, different masks).
+DROPOUT_RNGS = ("philox", "torch")
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout, same distribution as ``F.dropout`` but drawn with
-    ``rand_like`` (``bernoulli_`` is several times slower on CPU)."""
+
+def dropout(x: torch.Tensor, p: float, training: bool, rng: str = "torch") -> torch.Tensor:
+    """Inverted dropout.  ``rng="torch"``: drawn with ``rand_like`` (same distribution
+    as ``F.dropout``; ``bernoulli_`` is several times slower on CPU); ``"philox"``:
+    :func:`graphode.ops.dropout` (seeded from torch's generator)."""
     if not training or p == 0.0:
         return x
+    if rng == "philox":
+        return ops.dropout(x, p)
     if p >= 1.0:
         return torch.zeros_like(x)
     return x * torch.rand_like(x).ge_(p).div_(1.0 - p)
@@ -79,13 +87,13 @@ class _SparseInput:
                 self.vals = x[self.idx[0], self.idx[1]]
         return self.idx, self.vals
 
-    def __call__(self, x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, p: float, training: bool, rng: str = "torch") -> torch.Tensor:
         if x.requires_grad or x.layout != torch.strided or x.dim() != 2:
-            return dropout(x, p, training)
+            return dropout(x, p, training, rng)
         idx, vals = self.get(x)
         if idx is None:
-            return dropout(x, p, training)
-        vals = dropout(vals, p, training)
+            return dropout(x, p, training, rng)
+        vals = dropout(vals, p, training, rng)
         return torch.sparse_coo_tensor(idx, vals, x.shape, is_coalesced=True, check_invariants=False)
 
 
@@ -138,6 +146,9 @@ class GCN(nn.Module):
             bag-of-words features), draw the input dropout on the nonzeros only
             and compute the first ``X W`` as a sparse-dense product (same
             distribution, ~8x cheaper on Cora).  False: always dense.
+        dropout_rng: ``"philox"`` (default: :func:`graphode.ops.dropout`, the
+            fused op) or ``"torch"`` (``rand_like`` masks, the random stream of
+            the runs recorded before the fused op; see ``DROPOUT_RNGS``).
     """
 
     def __init__(
@@ -154,8 +165,12 @@ class GCN(nn.Module):
         alpha: float = 1.0,
         bias: bool = True,
         sparse_input: bool = True,
+        dropout_rng: str = "philox",
     ) -> None:
         super().__init__()
+        if dropout_rng not in DROPOUT_RNGS:
+            raise ValueError(f"unknown dropout_rng {dropout_rng!r}; choose one of {DROPOUT_RNGS}")
+        self.dropout_rng = dropout_rng
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not isinstance(graph, Graph) and getattr(graph, "__graphode_ops__", False) is not True:
@@ -241,9 +256,9 @@ class GCN(nn.Module):
         L = self.num_layers
         for l, conv in enumerate(self.layers):
             if l == 0 and self._sparse_input is not None:
-                x = self._sparse_input(x, self.dropout, self.training)
+                x = self._sparse_input(x, self.dropout, self.training, self.dropout_rng)
             else:
-                x = dropout(x, self.dropout, self.training)
+                x = dropout(x, self.dropout, self.training, self.dropout_rng)
             h = conv(x, g, w)
             if l == L - 1:
                 x = h
@@ -267,7 +282,8 @@ def build_gcn(dataset, config: Dict[str, Any]) -> GCN:
     (64), ``init`` (``"glorot"``; also ``"isometric"``, ``"isometric-code"``,
     ``"uniform"``), ``dropout`` (0.6), ``skips`` (layers with a skip from the start,
     ``[]``; ``"all"``: every eligible layer ``1 .. L-2``, a fixed initial connection),
-    ``alpha`` (1.0), ``bias`` (True).  The ``rewiring*`` keys are not the model's:
+    ``alpha`` (1.0), ``bias`` (True), ``dropout_rng`` (``"philox"``; ``"torch"``: the
+    stream of the earlier recorded runs).  The ``rewiring*`` keys are not the model's:
     whoever sets up the training run builds the rewiring callback from them
     (:func:`graphode.callbacks.from_config`, used by :func:`graphode.train.build_model`
     and ``graphode train``).
@@ -290,4 +306,5 @@ def build_gcn(dataset, config: Dict[str, Any]) -> GCN:
         skips=skips,
         alpha=float(c["alpha"]),
         bias=bool(c["bias"]),
+        dropout_rng=str(c["dropout_rng"]),
     )

@@ -1,4 +1,5 @@
-"""Graph ops: SpMM, edge attention and fused attention diffusion.
+"""Graph ops: SpMM, edge attention and fused attention diffusion; and the fused
+dropout with a counter-based RNG (``dropout``, no graph).
 
 Every op takes a :class:`graphode.Graph` (CSR over targets, see its docstring)
 and ``backend=None`` (automatic) or one of ``"reference"``, ``"cpu"``,
@@ -25,6 +26,7 @@ from ._dispatch import (
     use_backend,
 )
 from .attention_diffusion import attention_diffusion
+from .dropout import dropout, dropout_seed
 from .edge_attention import edge_attention
 from .spmm import spmm
 
@@ -32,6 +34,8 @@ __all__ = [
     "spmm",
     "edge_attention",
     "attention_diffusion",
+    "dropout",
+    "dropout_seed",
     "reference",
     "BACKENDS",
     "BackendUnavailableError",

@@ -64,7 +64,8 @@ class NativeBackend:
         return has
 
     def bind(self, op: str, graph, *args):
-        """``(torch.ops.graphode.<op>.default, its full argument tuple)`` (tests run opcheck on it)."""
+        """``(torch.ops.graphode.<op>.default, its full argument tuple)`` (tests run opcheck on it);
+        ``graph`` None for an op without a graph (``dropout``)."""
         fn = self._ops.get(op)
         if fn is None:
             fn = self._ops[op] = getattr(_ops, op).default

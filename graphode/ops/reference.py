@@ -37,6 +37,10 @@ source, ``q`` belongs to the target and ``k`` to the source):
     * ``"target"``: groups are the in-edges of each target ``i`` (row-stochastic);
     * ``"source"``: groups are the out-edges of each source ``j``
       (column-stochastic: the diffusion conserves mass).
+
+:func:`dropout` is the one op without a graph: inverted dropout whose mask is
+Philox4x32-10 of (seed, element index), written here with int64 tensor
+arithmetic (:func:`philox4x32_10`) as the twin of the compiled kernel.
 """
 from __future__ import annotations
 
@@ -59,6 +63,10 @@ __all__ = [
     "NORMALIZE_OVER",
     "COSINE_EPS",
     "SQUAREPLUS_EPS",
+    "dropout",
+    "dropout_mask",
+    "philox4x32_10",
+    "dropout_threshold",
 ]
 
 SCORES = ("scaled_dot", "cosine", "pearson", "exp_kernel")
@@ -165,3 +173,60 @@ def attention_diffusion(graph: Graph, q: torch.Tensor, k: torch.Tensor, x: torch
     a = edge_attention(graph, q, k, scale, score=score, normalize=normalize, normalize_over=normalize_over,
                        kernel_params=kernel_params)
     return spmm(graph, a.mean(1), x)
+
+
+# --------------------------------------------------------------------------- dropout
+_LO32 = 0xFFFFFFFF
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+
+
+def _mulhilo32(a: torch.Tensor, b: int):
+    """``(hi, lo)`` 32-bit halves of ``a * b`` for ``a`` int64 values in [0, 2^32) and a
+    32-bit constant ``b``, from 16-bit partial products (no int64 overflow)."""
+    a_lo, a_hi = a & 0xFFFF, a >> 16
+    b_lo, b_hi = b & 0xFFFF, b >> 16
+    ll, lh, hl, hh = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi
+    mid = (ll >> 16) + (lh & 0xFFFF) + (hl & 0xFFFF)
+    lo = ((mid & 0xFFFF) << 16) | (ll & 0xFFFF)
+    hi = (hh + (lh >> 16) + (hl >> 16) + (mid >> 16)) & _LO32
+    return hi, lo
+
+
+def philox4x32_10(c0: torch.Tensor, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, key: int):
+    """Philox4x32-10 (Salmon et al., SC'11) of the counters ``(c0, c1, c2, c3)`` (int64 tensors
+    holding 32-bit values) under the 64-bit ``key`` (low word first).  Returns the four
+    32-bit output words as int64 tensors."""
+    k0, k1 = int(key) & _LO32, (int(key) >> 32) & _LO32
+    for _ in range(10):
+        hi0, lo0 = _mulhilo32(c0, _PHILOX_M[0])
+        hi1, lo1 = _mulhilo32(c2, _PHILOX_M[1])
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0, k1 = (k0 + _PHILOX_W[0]) & _LO32, (k1 + _PHILOX_W[1]) & _LO32
+    return c0, c1, c2, c3
+
+
+def dropout_threshold(p: float) -> int:
+    """The keep test of :func:`dropout_mask`: ``u >= floor(p * 2^32)`` (capped at 2^32 - 1)."""
+    if not p > 0.0:
+        return 0
+    return min(int(p * 4294967296.0), _LO32)
+
+
+def dropout_mask(n: int, p: float, seed: int, device=None) -> torch.Tensor:
+    """The keep mask ``[n]`` (bool) of element ``i``: word ``i mod 4`` of Philox4x32-10 with
+    counter ``(lo32(i // 4), hi32(i // 4), 0, 0)`` and key ``seed``, ``>= floor(p 2^32)``."""
+    nb = (int(n) + 3) // 4
+    b = torch.arange(nb, dtype=torch.int64, device=device)
+    zero = torch.zeros_like(b)
+    words = philox4x32_10(b & _LO32, b >> 32, zero, zero, int(seed) & ((1 << 64) - 1))
+    u = torch.stack(words, dim=1).reshape(-1)[: int(n)]
+    return u >= dropout_threshold(p)
+
+
+def dropout(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
+    """Inverted dropout ``x * (keep ? 1/(1-p) : 0)`` with the mask of :func:`dropout_mask`
+    over ``x``'s elements in row-major order; ``1/(1-p)`` rounded to ``x``'s dtype."""
+    keep = dropout_mask(x.numel(), p, seed, device=x.device).view(x.shape)
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=x.dtype, device=x.device)
+    return x * torch.where(keep, scale, torch.zeros((), dtype=x.dtype, device=x.device))

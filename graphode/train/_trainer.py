@@ -127,12 +127,21 @@ def seed_everything(seed: int) -> None:
 
 def make_optimizer(params, config: Dict[str, Any]) -> torch.optim.Optimizer:
     """The optimizer named by ``config["optimizer"]`` (adam, adamw, adamax, rmsprop, sgd)
-    with ``lr``, ``weight_decay`` (and ``momentum`` for sgd / rmsprop)."""
+    with ``lr``, ``weight_decay`` (and ``momentum`` for sgd / rmsprop).
+
+    ``params``: tensors, or parameter groups (dicts with ``"params"`` and optionally
+    their own ``"weight_decay"``, as ``torch.optim`` takes them; a model offers them
+    through ``model.optimizer_groups(config)``, see :class:`Trainer`)."""
     name = str(config.get("optimizer", "adam")).lower()
     lr = float(config.get("lr", DEFAULT_TRAIN_CONFIG["lr"]))
     wd = float(config.get("weight_decay", DEFAULT_TRAIN_CONFIG["weight_decay"]))
     mom = float(config.get("momentum", 0.0) or 0.0)
-    params = [p for p in params if p.requires_grad]
+    params = list(params)
+    if params and isinstance(params[0], dict):
+        params = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in params]
+        params = [g for g in params if g["params"]]
+    else:
+        params = [p for p in params if p.requires_grad]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if name == "adamw":
@@ -219,7 +228,9 @@ class Trainer:
 
     Callbacks a model carries in ``model.callbacks`` (those :func:`build_model`
     attached from the config, e.g. the deep GCN's gradient-guided rewiring) are
-    run too, after the ones given here.
+    run too, after the ones given here.  A model
+    with ``optimizer_groups(config)`` gets its parameter groups (each with its
+    own weight decay, as GCNII's convolutions and dense layers) in the optimizer.
     """
 
     def __init__(self, model, dataset, config: Dict[str, Any], callbacks: Sequence = (), seed: int = 0):
@@ -238,7 +249,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.callbacks += [cb for cb in getattr(model, "callbacks", ()) if all(cb is not c for c in self.callbacks)]
         self.seed = int(seed)
-        self.optimizer = make_optimizer(self.model.parameters(), self.config)
+        groups = getattr(self.model, "optimizer_groups", None)  # per-group weight decay (e.g. GCNII)
+        self.optimizer = make_optimizer(groups(self.config) if callable(groups) else self.model.parameters(),
+                                        self.config)
         self.epoch = -1
         self.history: List[Dict[str, float]] = []
         self.best: Dict[str, float] = {"epoch": -1, "val_acc": -math.inf, "test_acc": float("nan"),
