@@ -61,6 +61,13 @@ def _dropout_kernel(x, out, scale_ptr, n, k0_in, k1_in, threshold, BLOCK: tl.con
         tl.store(out + idx, v * tl.where(keep, scale, tl.zeros_like(scale)), mask=m)
 
 
+def _threshold(p: float) -> int:
+    """The keep test ``u >= floor(p * 2^32)`` (capped at 2^32 - 1), as the CPU kernel computes it;
+    the backend does not import graphode.ops (kernels sit below ops; the reference's
+    ``dropout_threshold`` is the ground truth the tests compare with)."""
+    return 0 if not p > 0.0 else min(int(p * 4294967296.0), 0xFFFFFFFF)
+
+
 def dropout_raw(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     """``x * (keep ? 1/(1-p) : 0)`` (no autograd); ``x`` contiguous, ``seed`` any int (mod 2^64)."""
     C.check_launch(x)
@@ -68,13 +75,11 @@ def dropout_raw(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
     n = x.numel()
     if n == 0:
         return out
-    from graphode.ops.reference import dropout_threshold
-
     s = int(seed) % 2**64
     scale = torch.full((1,), 1.0 / (1.0 - float(p)), dtype=x.dtype, device=x.device)
     nb = (n + 3) // 4
     grid = (triton.cdiv(nb, BLOCK),)
-    _dropout_kernel[grid](x, out, scale, n, s & 0xFFFFFFFF, s >> 32, dropout_threshold(p), BLOCK=BLOCK)
+    _dropout_kernel[grid](x, out, scale, n, s & 0xFFFFFFFF, s >> 32, _threshold(p), BLOCK=BLOCK)
     return out
 
 

@@ -53,3 +53,10 @@ def test_triton_known_answer_and_gradients():
     y = f(x)
     (g,) = torch.autograd.grad(y.sum(), x)
     assert torch.equal(g, (R.dropout(torch.ones_like(x), 0.3, 9) != 0).double() / 0.7)
+
+
+def test_triton_threshold_is_the_references():
+    from graphode.kernels.dropout import _threshold
+
+    for p in (0.0, -0.0, 1e-12, 0.05, 0.3, 0.5, 0.6, 0.999999999, 1.0 - 2**-40):
+        assert _threshold(p) == R.dropout_threshold(p), p
