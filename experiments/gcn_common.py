@@ -25,7 +25,7 @@ if ROOT not in sys.path:
 
 SHARED_DATA = os.environ.get("GRAPHODE_SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "datasets"))
 
-PAPER_FILE = os.path.join(ROOT, "graphode", "configs", "papers", "deep_gcn.yaml")
+PAPER_NUMBERS_FILE = os.path.join(ROOT, "graphode", "configs", "papers", "deep_gcn.yaml")
 _paper_cache: Dict[str, Any] = {}
 
 
@@ -34,7 +34,7 @@ def paper_numbers() -> Dict[str, Any]:
     if not _paper_cache:
         import yaml
 
-        with open(PAPER_FILE) as f:
+        with open(PAPER_NUMBERS_FILE) as f:
             _paper_cache.update(yaml.safe_load(f))
     return _paper_cache
 
